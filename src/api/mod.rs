@@ -1,0 +1,133 @@
+//! HTTP resources. Each module exports `configure`; `openapi` assembles the spec.
+
+pub mod health;
+pub mod openapi;
+pub mod vault;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest};
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::telemetry::current_request_id;
+use crate::vault::RequestMeta;
+
+/// Shared state, built once and handed to every worker.
+pub struct AppState {
+    pub vault: crate::vault::Vault,
+    pub max_body_bytes: usize,
+    pub trust_proxy_headers: bool,
+}
+
+/// Who is asking and from where, for the audit trail.
+pub fn request_meta(req: &HttpRequest, trust_proxy_headers: bool) -> RequestMeta {
+    let forwarded = trust_proxy_headers
+        .then(|| req.headers().get("x-forwarded-for"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    let client_ip = forwarded.or_else(|| req.peer_addr().map(|a| a.ip().to_string()));
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(256).collect());
+    RequestMeta {
+        actor: None,
+        client_ip,
+        user_agent,
+        request_id: current_request_id(),
+        channel: "http",
+    }
+}
+
+/// Reads a JSON body of at most `limit` bytes. Errors never echo the body.
+/// `shape` describes the expected body for the error message.
+pub async fn read_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+    shape: &str,
+) -> Result<T, ApiError> {
+    check_content_type(req)?;
+    let too_large = || {
+        ApiError::too_large(
+            "payload_too_large",
+            format!("the request body must be at most {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = zeroize::Zeroizing::new(Vec::with_capacity(declared.unwrap_or(256).min(limit)));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::bad_request("invalid_body", "the request body could not be read")
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| json_error(&e, shape))
+}
+
+fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let mime = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || mime.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type())
+    }
+}
+
+/// serde_json's messages can quote parts of the input, so only the missing
+/// field's name is passed on.
+fn json_error(e: &serde_json::Error, shape: &str) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => {
+            let text = e.to_string();
+            match text
+                .strip_prefix("missing field `")
+                .and_then(|t| t.split('`').next())
+            {
+                Some(field) => ApiError::bad_request(
+                    "missing_field",
+                    format!("the JSON body is missing the field `{field}`; expected {shape}"),
+                ),
+                None => ApiError::bad_request(
+                    "invalid_field",
+                    format!("a field of the JSON body has the wrong type; expected {shape}"),
+                ),
+            }
+        }
+        Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
+            "invalid_json",
+            format!("the request body is not valid JSON; expected {shape}"),
+        ),
+    }
+}
+
+/// Every unknown route gets the standard JSON error body.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found("route_not_found", "no such route"))
+}

@@ -1,0 +1,469 @@
+//! Typed configuration from environment variables.
+//!
+//! Every variable is read as text through `envy`, then parsed here so that each
+//! problem names its variable. All problems are collected and reported at once;
+//! secret values are never echoed.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::crypto::MasterKey;
+
+/// Raw environment, every field optional text.
+#[derive(Deserialize, Default)]
+struct RawEnv {
+    host: Option<String>,
+    port: Option<String>,
+    workers: Option<String>,
+    mongo_uri: Option<String>,
+    mongo_db: Option<String>,
+    mongo_timeout_ms: Option<String>,
+    mongo_max_pool_size: Option<String>,
+    master_key: Option<SecretString>,
+    master_key_file: Option<String>,
+    max_secret_bytes: Option<String>,
+    audit_enabled: Option<String>,
+    audit_ttl_days: Option<String>,
+    trust_proxy_headers: Option<String>,
+    log_format: Option<String>,
+    shutdown_timeout_secs: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// The validated configuration of one service instance.
+#[derive(Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub workers: Option<usize>,
+    pub mongo_uri: SecretString,
+    pub mongo_db: String,
+    pub mongo_timeout: Duration,
+    pub mongo_max_pool_size: u32,
+    pub master_key: MasterKey,
+    pub max_secret_bytes: usize,
+    pub audit_enabled: bool,
+    pub audit_ttl_days: u32,
+    pub trust_proxy_headers: bool,
+    pub log_format: LogFormat,
+    pub shutdown_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("mongo_db", &self.mongo_db)
+            .field("master_key_id", &self.master_key.key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// All configuration problems found, one line each, each naming its variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let raw: RawEnv = envy::from_env()
+            .map_err(|e| ConfigError(vec![format!("environment could not be read: {e}")]))?;
+        Self::from_raw(raw)
+    }
+
+    /// Reads configuration from explicit `(NAME, value)` pairs (tests, tools).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let pairs = pairs.into_iter().map(|(k, v)| (k.into(), v.into()));
+        let raw: RawEnv = envy::from_iter(pairs)
+            .map_err(|e| ConfigError(vec![format!("configuration could not be read: {e}")]))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawEnv) -> Result<Self, ConfigError> {
+        let mut errors = Vec::new();
+        let mut p = Parser {
+            errors: &mut errors,
+        };
+        let host = p.parse("HOST", raw.host, "0.0.0.0".parse().ok(), "an IP address");
+        let port = p.parse("PORT", raw.port, Some(8000u16), "a port number 0-65535");
+        let workers = match raw.workers.filter(|s| !s.trim().is_empty()) {
+            None => None,
+            Some(w) => p.bounded("WORKERS", Some(w), 1, 1, 256),
+        };
+        let mongo_timeout_ms =
+            p.bounded("MONGO_TIMEOUT_MS", raw.mongo_timeout_ms, 2000, 50, 60_000);
+        let mongo_max_pool_size = p.bounded(
+            "MONGO_MAX_POOL_SIZE",
+            raw.mongo_max_pool_size,
+            100,
+            1,
+            10_000,
+        );
+        let max_secret_bytes = p.bounded(
+            "MAX_SECRET_BYTES",
+            raw.max_secret_bytes,
+            65_536,
+            1,
+            16 * 1024 * 1024,
+        );
+        let audit_enabled = p.boolean("AUDIT_ENABLED", raw.audit_enabled, true);
+        let audit_ttl_days = p.bounded_msg(
+            "AUDIT_TTL_DAYS",
+            raw.audit_ttl_days,
+            0,
+            0,
+            36_500,
+            "a whole number of days from 0 (keep forever) to 36500",
+        );
+        let trust_proxy_headers = p.boolean("TRUST_PROXY_HEADERS", raw.trust_proxy_headers, false);
+        let shutdown_timeout_secs = p.bounded(
+            "SHUTDOWN_TIMEOUT_SECS",
+            raw.shutdown_timeout_secs,
+            8,
+            1,
+            3600,
+        );
+        let log_format = match raw.log_format.as_deref().map(str::trim) {
+            None | Some("") | Some("json") => Some(LogFormat::Json),
+            Some("pretty") => Some(LogFormat::Pretty),
+            Some(other) => {
+                errors.push(format!(
+                    "`LOG_FORMAT` must be `json` or `pretty` (got `{other}`)"
+                ));
+                None
+            }
+        };
+        let mongo_db = raw.mongo_db.unwrap_or_else(|| "vault".into());
+        if !valid_db_name(&mongo_db) {
+            errors.push(format!(
+                "`MONGO_DB` must be 1-63 characters of letters, digits, `_` or `-` (got `{mongo_db}`)"
+            ));
+        }
+        let mongo_uri = raw
+            .mongo_uri
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| "mongodb://127.0.0.1:27017".into());
+        if !(mongo_uri.starts_with("mongodb://") || mongo_uri.starts_with("mongodb+srv://")) {
+            errors.push("`MONGO_URI` must start with `mongodb://` or `mongodb+srv://`".into());
+        }
+        let master_key = match load_master_key(raw.master_key, raw.master_key_file) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        match (
+            host,
+            port,
+            mongo_timeout_ms,
+            mongo_max_pool_size,
+            max_secret_bytes,
+            audit_enabled,
+            audit_ttl_days,
+            trust_proxy_headers,
+            shutdown_timeout_secs,
+            log_format,
+            master_key,
+        ) {
+            (
+                Some(host),
+                Some(port),
+                Some(timeout_ms),
+                Some(pool),
+                Some(max_secret_bytes),
+                Some(audit_enabled),
+                Some(audit_ttl_days),
+                Some(trust_proxy_headers),
+                Some(shutdown_timeout_secs),
+                Some(log_format),
+                Some(master_key),
+            ) if errors.is_empty() => Ok(Config {
+                host,
+                port,
+                workers,
+                mongo_uri: SecretString::from(mongo_uri),
+                mongo_db,
+                mongo_timeout: Duration::from_millis(timeout_ms),
+                mongo_max_pool_size: pool,
+                master_key,
+                max_secret_bytes,
+                audit_enabled,
+                audit_ttl_days,
+                trust_proxy_headers,
+                log_format,
+                shutdown_timeout_secs,
+            }),
+            _ => Err(ConfigError(errors)),
+        }
+    }
+
+    /// The largest request body accepted: a base64 secret of the maximum size plus room for JSON.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_secret_bytes.div_ceil(3) * 4 + 4096
+    }
+
+    /// The MongoDB URI, exposed only where the driver needs it.
+    pub fn mongo_uri(&self) -> &str {
+        self.mongo_uri.expose_secret()
+    }
+}
+
+struct Parser<'a> {
+    errors: &'a mut Vec<String>,
+}
+
+impl Parser<'_> {
+    fn parse<T: std::str::FromStr>(
+        &mut self,
+        name: &str,
+        value: Option<String>,
+        default: Option<T>,
+        what: &str,
+    ) -> Option<T> {
+        match value.as_deref().map(str::trim) {
+            None | Some("") => default,
+            Some(v) => match v.parse() {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    self.errors
+                        .push(format!("`{name}` must be {what} (got `{v}`)"));
+                    None
+                }
+            },
+        }
+    }
+
+    fn bounded<T>(
+        &mut self,
+        name: &str,
+        value: Option<String>,
+        default: T,
+        min: T,
+        max: T,
+    ) -> Option<T>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let what = format!("a whole number from {min} to {max}");
+        self.bounded_msg(name, value, default, min, max, &what)
+    }
+
+    fn bounded_msg<T>(
+        &mut self,
+        name: &str,
+        value: Option<String>,
+        default: T,
+        min: T,
+        max: T,
+        what: &str,
+    ) -> Option<T>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let shown = value.clone();
+        let v = self.parse(name, value, Some(default), what)?;
+        if v < min || v > max {
+            let got = shown.unwrap_or_default();
+            self.errors
+                .push(format!("`{name}` must be {what} (got `{}`)", got.trim()));
+            return None;
+        }
+        Some(v)
+    }
+
+    fn boolean(&mut self, name: &str, value: Option<String>, default: bool) -> Option<bool> {
+        match value.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+            None => Some(default),
+            Some(v) => match v.as_str() {
+                "" => Some(default),
+                "true" | "1" | "yes" | "on" => Some(true),
+                "false" | "0" | "no" | "off" => Some(false),
+                _ => {
+                    self.errors
+                        .push(format!("`{name}` must be `true` or `false` (got `{v}`)"));
+                    None
+                }
+            },
+        }
+    }
+}
+
+fn valid_db_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `MASTER_KEY` or `MASTER_KEY_FILE`, exactly one. Errors name the variable, never the value.
+fn load_master_key(
+    inline: Option<SecretString>,
+    file: Option<String>,
+) -> Result<MasterKey, String> {
+    let inline = inline.filter(|s| !s.expose_secret().is_empty());
+    let file = file.filter(|s| !s.trim().is_empty());
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            Err("set only one of `MASTER_KEY` and `MASTER_KEY_FILE`, not both".into())
+        }
+        (None, None) => Err(
+            "`MASTER_KEY` or `MASTER_KEY_FILE` is required (generate one with `secret-manager keygen`)"
+                .into(),
+        ),
+        (Some(key), None) => MasterKey::parse(key.expose_secret())
+            .map_err(|why| format!("`MASTER_KEY` is invalid: {why}")),
+        (None, Some(path)) => {
+            let path = PathBuf::from(path);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "`MASTER_KEY_FILE` could not be read ({}): {}",
+                    path.display(),
+                    e.kind()
+                )
+            })?;
+            let text = zeroize::Zeroizing::new(text);
+            // Docker secrets and editors often add a trailing newline.
+            let trimmed = text.trim_end_matches(['\n', '\r']);
+            MasterKey::parse(trimmed)
+                .map_err(|why| format!("`MASTER_KEY_FILE` ({}) is invalid: {why}", path.display()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_key_is_given() {
+        let c = with(&[("MASTER_KEY", KEY_B64)]).expect("valid");
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.host.to_string(), "0.0.0.0");
+        assert_eq!(c.mongo_db, "vault");
+        assert_eq!(c.mongo_uri(), "mongodb://127.0.0.1:27017");
+        assert_eq!(c.max_secret_bytes, 65_536);
+        assert!(c.audit_enabled);
+        assert_eq!(c.audit_ttl_days, 0);
+        assert!(!c.trust_proxy_headers);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(
+            c.shutdown_timeout_secs < 10,
+            "must fit Swarm's 10 s grace period"
+        );
+    }
+
+    #[test]
+    fn each_bad_variable_is_named_and_all_are_reported_together() {
+        let cases = [
+            ("PORT", "http", "`PORT` must be a port number"),
+            ("PORT", "70000", "`PORT` must be a port number"),
+            ("HOST", "localhost:1", "`HOST` must be an IP address"),
+            (
+                "AUDIT_TTL_DAYS",
+                "abc",
+                "`AUDIT_TTL_DAYS` must be a whole number of days",
+            ),
+            (
+                "AUDIT_TTL_DAYS",
+                "-1",
+                "`AUDIT_TTL_DAYS` must be a whole number of days",
+            ),
+            (
+                "AUDIT_ENABLED",
+                "maybe",
+                "`AUDIT_ENABLED` must be `true` or `false`",
+            ),
+            (
+                "MAX_SECRET_BYTES",
+                "0",
+                "`MAX_SECRET_BYTES` must be a whole number from 1",
+            ),
+            (
+                "LOG_FORMAT",
+                "xml",
+                "`LOG_FORMAT` must be `json` or `pretty`",
+            ),
+            ("MONGO_URI", "postgres://x", "`MONGO_URI` must start with"),
+            ("MONGO_DB", "a/b", "`MONGO_DB` must be"),
+            ("SHUTDOWN_TIMEOUT_SECS", "0", "`SHUTDOWN_TIMEOUT_SECS`"),
+        ];
+        for (name, value, expected) in cases {
+            let err = with(&[("MASTER_KEY", KEY_B64), (name, value)])
+                .expect_err(&format!("{name}={value} should be rejected"));
+            let text = err.to_string();
+            assert!(text.contains(expected), "{name}={value}: got {text}");
+        }
+        let err = with(&[("PORT", "x"), ("AUDIT_TTL_DAYS", "y")]).expect_err("three problems");
+        assert_eq!(err.0.len(), 3, "port, ttl and the missing key: {err}");
+    }
+
+    #[test]
+    fn master_key_problems_name_the_variable_and_never_echo_the_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("key");
+        std::fs::write(&file, format!("{KEY_B64}\n")).expect("write");
+        let file = file.to_str().expect("utf8");
+        let secretish = "c2VjcmV0LXZhbHVlLXRoYXQtaXMtbm90LTMy";
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (&[], "`MASTER_KEY` or `MASTER_KEY_FILE` is required"),
+            (
+                &[("MASTER_KEY", KEY_B64), ("MASTER_KEY_FILE", file)],
+                "not both",
+            ),
+            (&[("MASTER_KEY", secretish)], "`MASTER_KEY` is invalid"),
+            (
+                &[("MASTER_KEY", "base64:!!!notbase64!!!")],
+                "`MASTER_KEY` is invalid",
+            ),
+            (
+                &[("MASTER_KEY_FILE", "/nonexistent/key")],
+                "`MASTER_KEY_FILE` could not be read",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let text = with(pairs).expect_err("must fail").to_string();
+            assert!(text.contains(expected), "{pairs:?}: {text}");
+            assert!(!text.contains(secretish), "value echoed: {text}");
+            assert!(!text.contains("notbase64"), "value echoed: {text}");
+        }
+        let from_file = with(&[("MASTER_KEY_FILE", file)]).expect("file key with newline");
+        let inline = with(&[("MASTER_KEY", KEY_B64)]).expect("inline key");
+        assert_eq!(from_file.master_key.key_id(), inline.master_key.key_id());
+    }
+
+    #[test]
+    fn debug_output_does_not_contain_the_key_or_uri_credentials() {
+        let c = with(&[
+            ("MASTER_KEY", KEY_B64),
+            ("MONGO_URI", "mongodb://admin:hunter2@db:27017"),
+        ])
+        .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(KEY_B64));
+        assert!(!shown.contains("hunter2"));
+    }
+}

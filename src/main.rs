@@ -1,0 +1,98 @@
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secret_manager::config::Config;
+use secret_manager::crypto::MasterKey;
+use secret_manager::startup::Application;
+use secret_manager::telemetry;
+
+#[derive(Parser)]
+#[command(
+    name = "secret-manager",
+    version,
+    about = "Encrypted, audited secrets service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (configured from the environment and `.env`).
+    Serve,
+    /// Print a new random master key (base64 of 32 bytes).
+    Keygen {
+        /// Write the key to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => serve(),
+        Command::Keygen { file } => keygen(file),
+    }
+}
+
+fn serve() -> ExitCode {
+    // `.env` in the working directory first; the real environment wins.
+    let _ = dotenvy::dotenv();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("secret-manager: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let result = actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config).await?;
+        app.run_until_stopped().await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("secret-manager stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "secret-manager failed");
+            eprintln!("secret-manager: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(file: Option<PathBuf>) -> ExitCode {
+    let key = MasterKey::generate();
+    let text = key.to_base64();
+    let result = match file {
+        None => writeln!(std::io::stdout(), "{}", text.as_str()),
+        Some(path) => write_private(&path, text.as_bytes()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("secret-manager keygen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.write_all(b"\n")
+}

@@ -1,0 +1,103 @@
+//! Builds the HTTP server: connects to MongoDB, prepares indexes, binds its own listener.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use utoipa::OpenApi as _;
+use utoipa_actix_web::AppExt as _;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::crypto::Cipher;
+use crate::store;
+use crate::telemetry;
+use crate::vault::Vault;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot reach MongoDB (check `MONGO_URI`, and that the server runs): {0}")]
+    Database(#[from] store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let db = store::connect(&config).await?;
+        store::ensure_indexes(&db, config.audit_ttl_days).await?;
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?
+            .port();
+        let state = web::Data::new(AppState {
+            vault: Vault::new(
+                db,
+                Cipher::from_master(&config.master_key),
+                config.audit_enabled,
+                config.max_secret_bytes,
+            ),
+            max_body_bytes: config.max_body_bytes(),
+            trust_proxy_headers: config.trust_proxy_headers,
+        });
+        let server = run(listener, state, &config)?;
+        tracing::info!(port, key_id = %config.master_key.key_id(), "secret-manager listening");
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM/SIGINT, then drains in-flight requests within the shutdown timeout.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn run(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    config: &Config,
+) -> Result<Server, StartupError> {
+    let mut server = HttpServer::new(move || {
+        let (app, spec) = App::new()
+            .into_utoipa_app()
+            .openapi(api::openapi::ApiDoc::openapi())
+            .app_data(state.clone())
+            .configure(api::health::configure)
+            .configure(api::vault::configure)
+            .split_for_parts();
+        app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
+            .default_service(web::to(api::not_found))
+            .wrap(from_fn(telemetry::request_context))
+    })
+    .shutdown_timeout(config.shutdown_timeout_secs);
+    if let Some(workers) = config.workers {
+        server = server.workers(workers);
+    }
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let server = server
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { addr, source })?
+        .run();
+    Ok(server)
+}

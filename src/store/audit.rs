@@ -1,0 +1,136 @@
+//! The `audit_logs` collection: one record per access, never a value or token.
+
+use mongodb::bson::{doc, DateTime, Document};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+pub const COLLECTION: &str = "audit_logs";
+pub const TTL_INDEX: &str = "ts_ttl";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub ts: DateTime,
+    pub action: String,
+    pub outcome: String,
+    pub channel: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+}
+
+fn collection(db: &Database) -> Collection<AuditRecord> {
+    db.collection(COLLECTION)
+}
+
+pub async fn insert(db: &Database, record: &AuditRecord) -> Result<(), StoreError> {
+    collection(db).insert_one(record).await?;
+    Ok(())
+}
+
+/// Keeps the `ts` index in line with `AUDIT_TTL_DAYS`: a TTL index when > 0,
+/// a plain index when 0. A changed setting updates the index in place
+/// (`collMod`), or rebuilds it; records are never dropped by the change.
+pub async fn ensure_indexes(db: &Database, ttl_days: u32) -> Result<(), StoreError> {
+    let coll = collection(db);
+    let wanted: Option<i64> = (ttl_days > 0).then(|| i64::from(ttl_days) * 86_400);
+    let existing = current_ttl(db).await?;
+    match existing {
+        Some(current) if current == wanted => return Ok(()),
+        Some(Some(_)) if wanted.is_some() => {
+            let modified = db
+                .run_command(doc! {
+                    "collMod": COLLECTION,
+                    "index": { "name": TTL_INDEX, "expireAfterSeconds": wanted },
+                })
+                .await;
+            if modified.is_ok() {
+                return Ok(());
+            }
+            drop_index_tolerant(&coll).await?;
+        }
+        Some(_) => drop_index_tolerant(&coll).await?,
+        None => {}
+    }
+    let mut options = IndexOptions::builder().name(TTL_INDEX.to_string()).build();
+    if let Some(secs) = wanted {
+        options.expire_after = Some(std::time::Duration::from_secs(secs.unsigned_abs()));
+    }
+    let model = IndexModel::builder()
+        .keys(doc! { "ts": 1 })
+        .options(options)
+        .build();
+    if let Err(e) = coll.create_index(model).await {
+        // Another replica may have created it with the same settings meanwhile.
+        if current_ttl(db).await? != Some(wanted) {
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+async fn drop_index_tolerant(coll: &Collection<AuditRecord>) -> Result<(), StoreError> {
+    match coll.drop_index(TTL_INDEX).await {
+        Ok(()) => Ok(()),
+        // Already dropped by another replica starting at the same time.
+        Err(e)
+            if e.to_string().contains("not found") || e.to_string().contains("IndexNotFound") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `None` when there is no `ts` index; `Some(None)` for a plain one;
+/// `Some(Some(secs))` for a TTL index.
+pub async fn current_ttl(db: &Database) -> Result<Option<Option<i64>>, StoreError> {
+    let reply = db.run_command(doc! { "listIndexes": COLLECTION }).await;
+    let reply = match reply {
+        Ok(r) => r,
+        // The collection does not exist yet.
+        Err(e)
+            if e.to_string().contains("NamespaceNotFound")
+                || e.to_string().contains("ns does not exist") =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let batch = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .map_err(|e| StoreError::Other(format!("unexpected listIndexes reply: {e}")))?;
+    for index in batch.iter().filter_map(|b| b.as_document()) {
+        if index.get_str("name").ok() == Some(TTL_INDEX) {
+            return Ok(Some(expire_after(index)));
+        }
+    }
+    Ok(None)
+}
+
+fn expire_after(index: &Document) -> Option<i64> {
+    index.get("expireAfterSeconds").and_then(|v| match v {
+        mongodb::bson::Bson::Int32(i) => Some(i64::from(*i)),
+        mongodb::bson::Bson::Int64(i) => Some(*i),
+        mongodb::bson::Bson::Double(d) => Some(*d as i64),
+        _ => None,
+    })
+}

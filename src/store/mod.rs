@@ -1,0 +1,83 @@
+//! MongoDB access: one module per collection, plus connection and index setup.
+//! No HTTP types here.
+
+pub mod audit;
+pub mod secrets;
+
+use mongodb::bson::doc;
+use mongodb::error::ErrorKind;
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now; the caller may retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<mongodb::error::Error> for StoreError {
+    fn from(e: mongodb::error::Error) -> Self {
+        if is_unavailable(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Other(e.to_string())
+        }
+    }
+}
+
+fn is_unavailable(e: &mongodb::error::Error) -> bool {
+    matches!(
+        *e.kind,
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+    ) || e.contains_label("RetryableWriteError")
+        || e.contains_label("TransientTransactionError")
+}
+
+/// MongoDB's duplicate-key error code.
+pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::WriteFailure;
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        ErrorKind::InsertMany(im) => im
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| errs.iter().any(|w| w.code == 11000)),
+        _ => false,
+    }
+}
+
+/// Connects with short timeouts and checks the server answers.
+pub async fn connect(config: &Config) -> Result<Database, StoreError> {
+    let mut options = ClientOptions::parse(config.mongo_uri())
+        .await
+        .map_err(|e| StoreError::Other(format!("`MONGO_URI` could not be parsed: {}", e.kind)))?;
+    options.app_name = Some("secret-manager".into());
+    options.server_selection_timeout = Some(config.mongo_timeout);
+    options.connect_timeout = Some(config.mongo_timeout);
+    options.max_pool_size = Some(config.mongo_max_pool_size);
+    let client = Client::with_options(options)?;
+    let db = client.database(&config.mongo_db);
+    ping(&db).await?;
+    Ok(db)
+}
+
+pub async fn ping(db: &Database) -> Result<(), StoreError> {
+    db.run_command(doc! { "ping": 1 }).await?;
+    Ok(())
+}
+
+/// Creates every index the service needs. Idempotent, and safe when several
+/// replicas start at the same moment.
+pub async fn ensure_indexes(db: &Database, audit_ttl_days: u32) -> Result<(), StoreError> {
+    secrets::ensure_indexes(db).await?;
+    audit::ensure_indexes(db, audit_ttl_days).await?;
+    Ok(())
+}

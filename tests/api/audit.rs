@@ -1,0 +1,284 @@
+use std::time::Duration;
+
+use mongodb::bson::{doc, DateTime, Document};
+use secret_manager::store::audit;
+
+use crate::helpers::{b64, spawn_app, spawn_app_with, test_db};
+
+async fn records(app: &crate::helpers::TestApp, filter: Document) -> Vec<Document> {
+    use futures_util::TryStreamExt as _;
+    app.audit_logs()
+        .find(filter)
+        .sort(doc! { "_id": 1 })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect")
+}
+
+#[tokio::test]
+async fn create_and_fetch_each_write_one_complete_record() {
+    let app = spawn_app().await;
+    let res = app
+        .http
+        .post(format!("{}/vault/secret/create", app.address))
+        .header("user-agent", "audit-test/1.0")
+        .json(&serde_json::json!({ "secret": b64(b"audited-value") }))
+        .send()
+        .await
+        .expect("sent");
+    let create_request_id = res.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let body: serde_json::Value = res.json().await.expect("json");
+    let id = body["secret_id"].as_str().expect("id").to_string();
+    let fetched = app.fetch(&id).await;
+    assert_eq!(fetched.status, 200);
+
+    let found = records(&app, doc! { "secret_id": &id }).await;
+
+    assert_eq!(found.len(), 2, "{found:?}");
+    let (create, fetch) = (&found[0], &found[1]);
+    assert_eq!(create.get_str("action").expect("action"), "create");
+    assert_eq!(fetch.get_str("action").expect("action"), "fetch");
+    for (record, request_id) in [(create, create_request_id), (fetch, fetched.request_id())] {
+        assert_eq!(record.get_str("outcome").expect("outcome"), "success");
+        assert_eq!(record.get_str("channel").expect("channel"), "http");
+        assert_eq!(record.get_str("actor").expect("actor"), "anonymous");
+        assert_eq!(record.get_str("project").expect("project"), "default");
+        assert_eq!(record.get_str("path").expect("path"), id);
+        assert_eq!(record.get_i64("version").expect("version"), 1);
+        assert_eq!(record.get_str("client_ip").expect("ip"), "127.0.0.1");
+        assert_eq!(
+            record.get_str("request_id").expect("request id"),
+            request_id
+        );
+        assert!(record.get_datetime("ts").is_ok());
+        assert!(record.get("error_code").is_none());
+        let text = format!("{record:?}");
+        assert!(!text.contains("audited-value") && !text.contains(&b64(b"audited-value")));
+    }
+    assert_eq!(create.get_str("user_agent").expect("ua"), "audit-test/1.0");
+}
+
+#[tokio::test]
+async fn failures_are_audited_with_outcome_and_error_code() {
+    let app = spawn_app().await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    app.post_json(
+        "/vault/secret/create",
+        &serde_json::json!({ "secret": "%%%secret-ish%%%" }),
+    )
+    .await;
+    app.post_raw("/vault/secret/create", Some("application/json"), "nope")
+        .await;
+    app.fetch(&unknown).await;
+    app.fetch("not-a-uuid").await;
+
+    let found = records(&app, doc! {}).await;
+
+    let summary: Vec<(String, String, String)> = found
+        .iter()
+        .map(|r| {
+            (
+                r.get_str("action").unwrap_or_default().to_string(),
+                r.get_str("outcome").unwrap_or_default().to_string(),
+                r.get_str("error_code").unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("create", "invalid", "invalid_base64"),
+        ("create", "invalid", "invalid_json"),
+        ("fetch", "not_found", "secret_not_found"),
+        ("fetch", "invalid", "invalid_secret_id"),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(a, o, c)| (a.to_string(), o.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(summary, expected);
+    assert_eq!(found[2].get_str("secret_id").expect("id"), unknown);
+    assert!(
+        !format!("{found:?}").contains("secret-ish"),
+        "rejected input never stored"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_for_is_used_only_when_proxy_headers_are_trusted() {
+    for (trust, expected) in [("true", "203.0.113.9"), ("false", "127.0.0.1")] {
+        let app = spawn_app_with(&[("TRUST_PROXY_HEADERS", trust)]).await;
+        let res = app
+            .http
+            .post(format!("{}/vault/secret/create", app.address))
+            .header("x-forwarded-for", "203.0.113.9, 10.0.0.1")
+            .json(&serde_json::json!({ "secret": b64(b"x") }))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status().as_u16(), 201);
+        let found = records(&app, doc! {}).await;
+        assert_eq!(
+            found[0].get_str("client_ip").expect("ip"),
+            expected,
+            "trust={trust}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn audit_can_be_disabled() {
+    let app = spawn_app_with(&[("AUDIT_ENABLED", "false")]).await;
+    let id = app.create(b"x").await;
+    assert_eq!(app.fetch(&id).await.status, 200);
+    assert!(records(&app, doc! {}).await.is_empty());
+}
+
+/// Makes every audit insert for `create` and `fetch` fail with a duplicate key.
+async fn break_audit(app: &crate::helpers::TestApp) {
+    use mongodb::options::IndexOptions;
+    use mongodb::IndexModel;
+    app.audit_logs().delete_many(doc! {}).await.expect("clear");
+    app.audit_logs()
+        .insert_many([doc! { "action": "create" }, doc! { "action": "fetch" }])
+        .await
+        .expect("seed");
+    let unique = IndexModel::builder()
+        .keys(doc! { "action": 1 })
+        .options(IndexOptions::builder().unique(true).build())
+        .build();
+    app.audit_logs()
+        .create_index(unique)
+        .await
+        .expect("sabotage index");
+}
+
+#[tokio::test]
+async fn create_fails_closed_when_its_audit_record_cannot_be_written() {
+    let app = spawn_app().await;
+    break_audit(&app).await;
+
+    let res = app
+        .post_json(
+            "/vault/secret/create",
+            &serde_json::json!({ "secret": b64(b"unaudited") }),
+        )
+        .await;
+
+    res.assert_error(500, "internal_error");
+    let stored = app.secrets().count_documents(doc! {}).await.expect("count");
+    assert_eq!(stored, 0, "an unaudited create is undone");
+}
+
+#[tokio::test]
+async fn fetch_fails_closed_when_its_audit_record_cannot_be_written() {
+    let app = spawn_app().await;
+    let id = app.create(b"unaudited-read").await;
+    break_audit(&app).await;
+
+    let res = app.fetch(&id).await;
+
+    res.assert_error(500, "internal_error");
+    assert!(
+        !res.text.contains(&b64(b"unaudited-read")),
+        "no value without an audit record"
+    );
+}
+
+async fn ts_index(app: &crate::helpers::TestApp) -> Option<Option<i64>> {
+    audit::current_ttl(&app.db).await.expect("list indexes")
+}
+
+#[tokio::test]
+async fn ttl_index_follows_the_setting_across_restarts_without_dropping_records() {
+    let first = spawn_app_with(&[("AUDIT_TTL_DAYS", "0")]).await;
+    assert_eq!(ts_index(&first).await, Some(None), "plain index when 0");
+    first.create(b"a").await;
+    let name = first.db_name.clone();
+    let steps = [
+        ("30", Some(30 * 86_400)),
+        ("7", Some(7 * 86_400)),
+        ("0", None),
+        ("0", None),
+        ("2", Some(2 * 86_400)),
+    ];
+    for (days, expected) in steps {
+        let app = spawn_app_with(&[("MONGO_DB", &name), ("AUDIT_TTL_DAYS", days)]).await;
+        assert_eq!(
+            ts_index(&app).await,
+            Some(expected),
+            "AUDIT_TTL_DAYS={days}"
+        );
+        assert_eq!(
+            app.audit_logs()
+                .count_documents(doc! {})
+                .await
+                .expect("count"),
+            1,
+            "records kept"
+        );
+    }
+}
+
+#[tokio::test]
+async fn replicas_starting_together_agree_on_the_indexes() {
+    let db_name = crate::helpers::unique_db_name();
+    let db = test_db(&db_name).await;
+    let runs = (0..4).map(|_| secret_manager::store::ensure_indexes(&db, 5));
+    for result in futures_util::future::join_all(runs).await {
+        result.expect("concurrent index setup succeeds");
+    }
+    let runs = (0..4).map(|i| secret_manager::store::ensure_indexes(&db, 6 + (i % 2)));
+    for result in futures_util::future::join_all(runs).await {
+        result.expect("concurrent changes do not fail");
+    }
+    let ttl = audit::current_ttl(&db).await.expect("list");
+    assert!(
+        matches!(ttl, Some(Some(s)) if s == 6 * 86_400 || s == 7 * 86_400),
+        "{ttl:?}"
+    );
+}
+
+#[tokio::test]
+async fn expired_audit_records_are_really_removed() {
+    let app = spawn_app_with(&[("AUDIT_TTL_DAYS", "1")]).await;
+    let admin = app.db.client().database("admin");
+    admin
+        .run_command(doc! { "setParameter": 1, "ttlMonitorSleepSecs": 1 })
+        .await
+        .expect("fast TTL monitor");
+    let two_days_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 2 * 86_400_000);
+    app.audit_logs()
+        .insert_many([
+            doc! { "ts": two_days_ago, "action": "fetch", "outcome": "success", "channel": "http" },
+            doc! { "ts": DateTime::now(), "action": "fetch", "outcome": "success", "channel": "http" },
+        ])
+        .await
+        .expect("insert");
+
+    let mut remaining = 2;
+    for _ in 0..120 {
+        remaining = app
+            .audit_logs()
+            .count_documents(doc! {})
+            .await
+            .expect("count");
+        if remaining == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(remaining, 1, "the old record expired, the new one stays");
+    let left = app
+        .audit_logs()
+        .find_one(doc! {})
+        .await
+        .expect("q")
+        .expect("one");
+    assert!(
+        left.get_datetime("ts").expect("ts").timestamp_millis() > two_days_ago.timestamp_millis()
+    );
+}

@@ -1,0 +1,118 @@
+use serde_json::json;
+
+use crate::helpers::{b64, spawn_app};
+
+#[tokio::test]
+async fn create_returns_201_with_a_uuid_v4_and_fetch_returns_the_same_base64() {
+    let app = spawn_app().await;
+    let plaintext = b"postgres://app:s3cr3t@db/prod";
+
+    let res = app
+        .post_json("/vault/secret/create", &json!({ "secret": b64(plaintext) }))
+        .await;
+
+    assert_eq!(res.status, 201, "{}", res.text);
+    let id = res.json()["secret_id"]
+        .as_str()
+        .expect("secret_id")
+        .to_string();
+    let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
+    assert_eq!(parsed.get_version_num(), 4);
+    assert_eq!(parsed.hyphenated().to_string(), id, "canonical form");
+
+    let fetched = app.fetch(&id).await;
+    assert_eq!(fetched.status, 200, "{}", fetched.text);
+    assert_eq!(fetched.json(), json!({ "secret": b64(plaintext) }));
+}
+
+#[tokio::test]
+async fn trailing_slash_create_works_too() {
+    let app = spawn_app().await;
+    let res = app
+        .post_json("/vault/secret/create/", &json!({ "secret": b64(b"x") }))
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let id = res.json()["secret_id"].as_str().expect("id").to_string();
+    assert_eq!(app.fetch(&id).await.json()["secret"], b64(b"x"));
+}
+
+#[tokio::test]
+async fn binary_values_and_the_maximum_size_round_trip_exactly() {
+    let app = spawn_app_with_max(1024).await;
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    let max: Vec<u8> = (0..1024).map(|i| (i * 7 % 256) as u8).collect();
+    for value in [vec![0u8], all_bytes, max] {
+        let id = app.create(&value).await;
+        let res = app.fetch(&id).await;
+        assert_eq!(res.json()["secret"], b64(&value), "len {}", value.len());
+    }
+}
+
+#[tokio::test]
+async fn each_create_gets_its_own_id_and_value() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push((app.create(format!("value-{i}").as_bytes()).await, i));
+    }
+    let distinct: std::collections::HashSet<_> = ids.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(distinct.len(), 20);
+    for (id, i) in ids {
+        assert_eq!(
+            app.fetch(&id).await.json()["secret"],
+            b64(format!("value-{i}").as_bytes())
+        );
+    }
+}
+
+#[tokio::test]
+async fn fetch_accepts_other_uuid_spellings_of_the_same_id() {
+    let app = spawn_app().await;
+    let id = app.create(b"v").await;
+    let upper = id.to_uppercase();
+    let simple = id.replace('-', "");
+    for spelling in [upper, simple] {
+        let res = app.fetch(&spelling).await;
+        assert_eq!(res.status, 200, "{spelling}: {}", res.text);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_creates_all_land() {
+    let app = spawn_app().await;
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let http = app.http.clone();
+            let url = format!("{}/vault/secret/create", app.address);
+            tokio::spawn(async move {
+                let res = http
+                    .post(url)
+                    .json(&json!({ "secret": b64(format!("c{i}").as_bytes()) }))
+                    .send()
+                    .await
+                    .expect("sent");
+                assert_eq!(res.status().as_u16(), 201);
+                let body: serde_json::Value = res.json().await.expect("json");
+                (i, body["secret_id"].as_str().expect("id").to_string())
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (i, id) = task.await.expect("task");
+        assert_eq!(
+            app.fetch(&id).await.json()["secret"],
+            b64(format!("c{i}").as_bytes())
+        );
+    }
+    assert_eq!(
+        app.secrets()
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .expect("count"),
+        32
+    );
+}
+
+async fn spawn_app_with_max(max: usize) -> crate::helpers::TestApp {
+    crate::helpers::spawn_app_with(&[("MAX_SECRET_BYTES", &max.to_string())]).await
+}

@@ -1,0 +1,165 @@
+use mongodb::bson::{doc, Bson, Document};
+
+use crate::helpers::{b64, spawn_app};
+
+#[tokio::test]
+async fn the_stored_document_holds_no_plaintext_only_binary_ciphertext() {
+    let app = spawn_app().await;
+    let plaintext = b"plaintext-marker-7f3a9c";
+    let id = app.create(plaintext).await;
+
+    let stored = app
+        .secrets()
+        .find_one(doc! { "_id": &id })
+        .await
+        .expect("query")
+        .expect("stored");
+    let raw = mongodb::bson::to_vec(&stored).expect("bson bytes");
+    let encoded = b64(plaintext);
+    assert!(
+        !raw.windows(plaintext.len()).any(|w| w == plaintext),
+        "plaintext stored"
+    );
+    assert!(
+        !raw.windows(encoded.len()).any(|w| w == encoded.as_bytes()),
+        "base64 stored"
+    );
+
+    assert_eq!(stored.get_str("project").expect("project"), "default");
+    assert_eq!(stored.get_str("path").expect("path"), id);
+    assert_eq!(
+        stored.get_i64("current_version").expect("current_version"),
+        1
+    );
+    let versions = stored.get_array("versions").expect("versions");
+    assert_eq!(versions.len(), 1);
+    let v = versions[0].as_document().expect("version doc");
+    assert_eq!(v.get_i64("version").expect("version"), 1);
+    assert!(
+        matches!(v.get("ciphertext"), Some(Bson::Binary(b)) if b.bytes.len() == plaintext.len() + 16)
+    );
+    assert!(matches!(v.get("nonce"), Some(Bson::Binary(b)) if b.bytes.len() == 12));
+    let key_id = v.get_str("key_id").expect("key_id");
+    assert!(key_id.starts_with("mk-") && key_id.len() == 19, "{key_id}");
+    assert!(!key_id.contains(&app.master_key));
+}
+
+#[tokio::test]
+async fn the_same_value_stored_twice_gets_different_nonces_and_ciphertexts() {
+    let app = spawn_app().await;
+    let a = app.create(b"same").await;
+    let b = app.create(b"same").await;
+    let version = |d: Document| {
+        d.get_array("versions").expect("versions")[0]
+            .as_document()
+            .expect("doc")
+            .clone()
+    };
+    let da = version(
+        app.secrets()
+            .find_one(doc! { "_id": &a })
+            .await
+            .expect("q")
+            .expect("a"),
+    );
+    let db = version(
+        app.secrets()
+            .find_one(doc! { "_id": &b })
+            .await
+            .expect("q")
+            .expect("b"),
+    );
+    assert_ne!(da.get("nonce"), db.get("nonce"));
+    assert_ne!(da.get("ciphertext"), db.get("ciphertext"));
+}
+
+#[tokio::test]
+async fn ciphertext_moved_to_another_record_fails_closed_with_a_generic_500() {
+    let app = spawn_app().await;
+    let a = app.create(b"value-of-a").await;
+    let b = app.create(b"value-of-b").await;
+    let a_doc = app
+        .secrets()
+        .find_one(doc! { "_id": &a })
+        .await
+        .expect("q")
+        .expect("a");
+    let a_versions = a_doc.get_array("versions").expect("versions").clone();
+    app.secrets()
+        .update_one(
+            doc! { "_id": &b },
+            doc! { "$set": { "versions": a_versions } },
+        )
+        .await
+        .expect("tamper");
+
+    let res = app.fetch(&b).await;
+
+    let message = res.assert_error(500, "internal_error");
+    for leaked in ["value-of-a", "value-of-b"] {
+        assert!(!res.text.contains(leaked) && !res.text.contains(&b64(leaked.as_bytes())));
+    }
+    assert!(
+        !message.contains("decrypt") && !message.contains(&b),
+        "no internals: {message}"
+    );
+    let audit = app
+        .audit_logs()
+        .find_one(doc! { "action": "fetch", "secret_id": &b })
+        .await
+        .expect("q")
+        .expect("failed fetch audited");
+    assert_eq!(audit.get_str("outcome").expect("outcome"), "error");
+    assert_eq!(audit.get_str("error_code").expect("code"), "internal_error");
+    assert_eq!(
+        app.fetch(&a).await.json()["secret"],
+        b64(b"value-of-a"),
+        "the original still reads"
+    );
+}
+
+#[tokio::test]
+async fn a_flipped_ciphertext_bit_fails_closed() {
+    let app = spawn_app().await;
+    let id = app.create(b"tamper-me").await;
+    let stored = app
+        .secrets()
+        .find_one(doc! { "_id": &id })
+        .await
+        .expect("q")
+        .expect("doc");
+    let mut versions = stored.get_array("versions").expect("versions").clone();
+    let v = versions[0].as_document_mut().expect("doc");
+    let Some(Bson::Binary(ct)) = v.get_mut("ciphertext") else {
+        panic!("binary ciphertext")
+    };
+    ct.bytes[0] ^= 0x01;
+    app.secrets()
+        .update_one(
+            doc! { "_id": &id },
+            doc! { "$set": { "versions": versions } },
+        )
+        .await
+        .expect("tamper");
+
+    let res = app.fetch(&id).await;
+
+    res.assert_error(500, "internal_error");
+    assert!(!res.text.contains("tamper-me"));
+}
+
+#[tokio::test]
+async fn a_service_started_with_another_master_key_cannot_read_and_says_nothing_more() {
+    let first = spawn_app().await;
+    let id = first.create(b"bound-to-key-one").await;
+    let second = crate::helpers::spawn_app_with(&[("MONGO_DB", &first.db_name)]).await;
+
+    let res = second.fetch(&id).await;
+
+    res.assert_error(500, "internal_error");
+    assert!(
+        !res.text.contains("mk-"),
+        "no key ids in the body: {}",
+        res.text
+    );
+}

@@ -1,0 +1,206 @@
+use std::sync::LazyLock;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use mongodb::bson::Document;
+use mongodb::{Client, Collection, Database};
+use secret_manager::config::{Config, LogFormat};
+use secret_manager::crypto::MasterKey;
+use secret_manager::startup::Application;
+use serde_json::Value;
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        secret_manager::telemetry::init(LogFormat::Pretty);
+    }
+});
+
+/// The test database server, started by `scripts/test.sh`.
+pub fn mongo_uri() -> String {
+    std::env::var("MONGO_URI").expect(
+        "MONGO_URI is not set: run the tests through scripts/test.sh, which starts the database",
+    )
+}
+
+pub fn unique_db_name() -> String {
+    format!("test_{}", uuid::Uuid::new_v4().simple())
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub db: Database,
+    pub db_name: String,
+    pub master_key: String,
+    pub http: reqwest::Client,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text))
+    }
+
+    pub fn request_id(&self) -> String {
+        self.headers
+            .get("x-request-id")
+            .expect("X-Request-Id header")
+            .to_str()
+            .expect("ascii")
+            .to_string()
+    }
+
+    /// Asserts the standard error body and returns its message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "status for {code}: body {}", self.text);
+        let body = self.json();
+        let error = body
+            .get("error")
+            .unwrap_or_else(|| panic!("no `error` in {body}"));
+        assert_eq!(error["code"], code, "code: {body}");
+        assert_eq!(error["request_id"], self.request_id(), "request id: {body}");
+        let message = error["message"]
+            .as_str()
+            .expect("message is text")
+            .to_string();
+        assert!(!message.is_empty());
+        assert_eq!(
+            error.as_object().expect("object").len(),
+            3,
+            "only code, message, request_id: {body}"
+        );
+        message
+    }
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+impl TestApp {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut req = self.http.post(format!("{}{path}", self.address)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        into_response(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.post_raw(path, Some("application/json"), body.to_string())
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent");
+        into_response(res).await
+    }
+
+    pub async fn create(&self, plaintext: &[u8]) -> String {
+        let res = self
+            .post_json(
+                "/vault/secret/create",
+                &serde_json::json!({ "secret": b64(plaintext) }),
+            )
+            .await;
+        assert_eq!(res.status, 201, "create: {}", res.text);
+        res.json()["secret_id"]
+            .as_str()
+            .expect("secret_id")
+            .to_string()
+    }
+
+    pub async fn fetch(&self, secret_id: &str) -> Response {
+        self.post_json(
+            "/vault/secret/fetch",
+            &serde_json::json!({ "secret_id": secret_id }),
+        )
+        .await
+    }
+
+    pub fn secrets(&self) -> Collection<Document> {
+        self.db.collection("secrets")
+    }
+
+    pub fn audit_logs(&self) -> Collection<Document> {
+        self.db.collection("audit_logs")
+    }
+}
+
+async fn into_response(res: reqwest::Response) -> Response {
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let text = res.text().await.expect("body");
+    Response {
+        status,
+        headers,
+        text,
+    }
+}
+
+pub async fn test_db(name: &str) -> Database {
+    let client = Client::with_uri_str(mongo_uri())
+        .await
+        .expect("mongo client");
+    client.database(name)
+}
+
+/// Starts the app on a random port against a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Like `spawn_app`, with extra or overriding environment variables.
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    LazyLock::force(&TRACING);
+    let master_key = MasterKey::generate().to_base64().to_string();
+    let db_name = unique_db_name();
+    let mut pairs: Vec<(String, String)> = vec![
+        ("HOST".into(), "127.0.0.1".into()),
+        ("PORT".into(), "0".into()),
+        ("WORKERS".into(), "2".into()),
+        ("MONGO_URI".into(), mongo_uri()),
+        ("MONGO_DB".into(), db_name.clone()),
+        ("MASTER_KEY".into(), master_key.clone()),
+    ];
+    for (k, v) in extra {
+        pairs.retain(|(name, _)| name != k);
+        pairs.push((k.to_string(), v.to_string()));
+    }
+    let db_name = pairs
+        .iter()
+        .find(|(k, _)| k == "MONGO_DB")
+        .map(|(_, v)| v.clone())
+        .expect("MONGO_DB");
+    let master_key = pairs
+        .iter()
+        .find(|(k, _)| k == "MASTER_KEY")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let config = Config::from_pairs(pairs).expect("test configuration");
+    let app = Application::build(config).await.expect("app builds");
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        db: test_db(&db_name).await,
+        db_name,
+        master_key,
+        http: reqwest::Client::new(),
+    }
+}

@@ -1,0 +1,10 @@
+mod audit;
+mod binary;
+mod create_fetch;
+mod database;
+mod encryption;
+mod errors;
+mod health;
+mod helpers;
+mod openapi;
+mod scripts;
