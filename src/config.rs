@@ -19,7 +19,8 @@ struct RawEnv {
     host: Option<String>,
     port: Option<String>,
     workers: Option<String>,
-    mongo_uri: Option<String>,
+    mongo_uri: Option<SecretString>,
+    mongo_uri_file: Option<String>,
     mongo_db: Option<String>,
     mongo_timeout_ms: Option<String>,
     mongo_max_pool_size: Option<String>,
@@ -129,7 +130,7 @@ impl Config {
             0,
             0,
             36_500,
-            "a whole number of days from 0 (keep forever) to 36500",
+            "a whole number of days",
         );
         let trust_proxy_headers = p.boolean("TRUST_PROXY_HEADERS", raw.trust_proxy_headers, false);
         let shutdown_timeout_secs = p.bounded(
@@ -155,13 +156,13 @@ impl Config {
                 "`MONGO_DB` must be 1-63 characters of letters, digits, `_` or `-` (got `{mongo_db}`)"
             ));
         }
-        let mongo_uri = raw
-            .mongo_uri
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| "mongodb://127.0.0.1:27017".into());
-        if !(mongo_uri.starts_with("mongodb://") || mongo_uri.starts_with("mongodb+srv://")) {
-            errors.push("`MONGO_URI` must start with `mongodb://` or `mongodb+srv://`".into());
-        }
+        let mongo_uri = match load_mongo_uri(raw.mongo_uri, raw.mongo_uri_file) {
+            Ok(uri) => uri,
+            Err(e) => {
+                errors.push(e);
+                SecretString::from("")
+            }
+        };
         let master_key = match load_master_key(raw.master_key, raw.master_key_file) {
             Ok(k) => Some(k),
             Err(e) => {
@@ -198,7 +199,7 @@ impl Config {
                 host,
                 port,
                 workers,
-                mongo_uri: SecretString::from(mongo_uri),
+                mongo_uri,
                 mongo_db,
                 mongo_timeout: Duration::from_millis(timeout_ms),
                 mongo_max_pool_size: pool,
@@ -313,6 +314,39 @@ fn valid_db_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// `MONGO_URI` or `MONGO_URI_FILE` (it may hold a password), at most one.
+fn load_mongo_uri(
+    inline: Option<SecretString>,
+    file: Option<String>,
+) -> Result<SecretString, String> {
+    let inline = inline.filter(|s| !s.expose_secret().trim().is_empty());
+    let file = file.filter(|s| !s.trim().is_empty());
+    let (uri, name) = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err("set only one of `MONGO_URI` and `MONGO_URI_FILE`, not both".into())
+        }
+        (None, None) => return Ok(SecretString::from("mongodb://127.0.0.1:27017")),
+        (Some(uri), None) => (uri, "MONGO_URI"),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!("`MONGO_URI_FILE` could not be read ({path}): {}", e.kind())
+            })?;
+            (
+                SecretString::from(text.trim().to_string()),
+                "MONGO_URI_FILE",
+            )
+        }
+    };
+    let text = uri.expose_secret();
+    if text.starts_with("mongodb://") || text.starts_with("mongodb+srv://") {
+        Ok(uri)
+    } else {
+        Err(format!(
+            "`{name}` must start with `mongodb://` or `mongodb+srv://`"
+        ))
+    }
+}
+
 /// `MASTER_KEY` or `MASTER_KEY_FILE`, exactly one. Errors name the variable, never the value.
 fn load_master_key(
     inline: Option<SecretString>,
@@ -408,6 +442,11 @@ mod tests {
                 "`LOG_FORMAT` must be `json` or `pretty`",
             ),
             ("MONGO_URI", "postgres://x", "`MONGO_URI` must start with"),
+            (
+                "MONGO_URI_FILE",
+                "/nonexistent",
+                "`MONGO_URI_FILE` could not be read",
+            ),
             ("MONGO_DB", "a/b", "`MONGO_DB` must be"),
             ("SHUTDOWN_TIMEOUT_SECS", "0", "`SHUTDOWN_TIMEOUT_SECS`"),
         ];

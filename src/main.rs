@@ -23,6 +23,12 @@ struct Cli {
 enum Command {
     /// Run the HTTP service (configured from the environment and `.env`).
     Serve,
+    /// Exit 0 when the local service answers `/health/live` (for container health checks).
+    Healthcheck {
+        /// Port to check; defaults to `PORT` or 8000.
+        #[arg(long, env = "PORT", default_value_t = 8000)]
+        port: u16,
+    },
     /// Print a new random master key (base64 of 32 bytes).
     Keygen {
         /// Write the key to this file (mode 0600) instead of printing it.
@@ -36,6 +42,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve => serve(),
         Command::Keygen { file } => keygen(file),
+        Command::Healthcheck { port } => healthcheck(port),
     }
 }
 
@@ -95,4 +102,31 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = options.open(path)?;
     f.write_all(bytes)?;
     f.write_all(b"\n")
+}
+
+/// A dependency-free probe so the runtime image needs no curl.
+fn healthcheck(port: u16) -> ExitCode {
+    use std::io::Read as _;
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let probe = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET /health/live HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("unhealthy: /health/live did not answer 200");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

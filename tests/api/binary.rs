@@ -99,6 +99,11 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     wait_healthy(&http, &url, &mut child).await;
+    let probe = Command::new(BIN)
+        .args(["healthcheck", "--port", &port.to_string()])
+        .status()
+        .expect("healthcheck runs");
+    assert!(probe.success(), "the container health check passes");
 
     let secret = "log-canary-5b1e2f";
     let encoded = STANDARD.encode(secret);
@@ -139,6 +144,15 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(9));
     assert!(status.success(), "clean exit on SIGTERM: {status}");
+    let probe = Command::new(BIN)
+        .args(["healthcheck", "--port", &port.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .expect("healthcheck runs");
+    assert!(
+        !probe.success(),
+        "the health check fails once the server is gone"
+    );
 
     let mut out = String::new();
     child

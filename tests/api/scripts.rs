@@ -40,7 +40,9 @@ async fn values_from_an_argument_a_file_and_stdin_round_trip() {
     std::fs::write(&file, &binary).expect("write");
     let file = file.to_str().expect("utf8").to_string();
 
-    let cases: [(&str, Vec<&str>, Option<&[u8]>, Vec<u8>); 3] = [
+    // (case, arguments, standard input, expected bytes)
+    type Case<'a> = (&'a str, Vec<&'a str>, Option<&'a [u8]>, Vec<u8>);
+    let cases: [Case; 3] = [
         (
             "argument",
             vec!["s3cret with spaces & \"quotes\""],
