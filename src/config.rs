@@ -11,6 +11,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::auth::AuthSettings;
 use crate::crypto::MasterKey;
 
 /// Raw environment, every field optional text.
@@ -32,6 +33,12 @@ struct RawEnv {
     trust_proxy_headers: Option<String>,
     log_format: Option<String>,
     shutdown_timeout_secs: Option<String>,
+    config_file: Option<String>,
+    max_versions: Option<String>,
+    delete_recovery_days: Option<String>,
+    default_project: Option<String>,
+    auth_failure_burst: Option<String>,
+    auth_failure_per_minute: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +64,12 @@ pub struct Config {
     pub trust_proxy_headers: bool,
     pub log_format: LogFormat,
     pub shutdown_timeout_secs: u64,
+    pub auth: AuthSettings,
+    pub max_versions: usize,
+    pub delete_recovery_days: u32,
+    pub default_project: String,
+    pub auth_failure_burst: u32,
+    pub auth_failure_per_minute: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -78,9 +91,10 @@ pub struct ConfigError(pub Vec<String>);
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let raw: RawEnv = envy::from_env()
-            .map_err(|e| ConfigError(vec![format!("environment could not be read: {e}")]))?;
-        Self::from_raw(raw)
+        Self::from_pairs(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// Reads configuration from explicit `(NAME, value)` pairs (tests, tools).
@@ -90,14 +104,22 @@ impl Config {
         K: Into<String>,
         V: Into<String>,
     {
-        let pairs = pairs.into_iter().map(|(k, v)| (k.into(), v.into()));
-        let raw: RawEnv = envy::from_iter(pairs)
+        let pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let raw: RawEnv = envy::from_iter(pairs.clone())
             .map_err(|e| ConfigError(vec![format!("configuration could not be read: {e}")]))?;
-        Self::from_raw(raw)
+        Self::from_raw(raw, &pairs)
     }
 
-    fn from_raw(raw: RawEnv) -> Result<Self, ConfigError> {
+    fn from_raw(raw: RawEnv, env: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut errors = Vec::new();
+        let (config_path, config_required) = match raw.config_file.as_deref().map(str::trim) {
+            None | Some("") => (PathBuf::from("config.yaml"), false),
+            Some(path) => (PathBuf::from(path), true),
+        };
+        let auth = crate::auth::settings::load(&config_path, config_required, env, &mut errors);
         let mut p = Parser {
             errors: &mut errors,
         };
@@ -123,10 +145,29 @@ impl Config {
             1,
             16 * 1024 * 1024,
         );
-        let audit_enabled = p.boolean("AUDIT_ENABLED", raw.audit_enabled, true);
+        let max_versions = p.bounded("MAX_VERSIONS", raw.max_versions, 10, 1, 100);
+        let delete_recovery_days =
+            p.bounded("DELETE_RECOVERY_DAYS", raw.delete_recovery_days, 7, 0, 3650);
+        let auth_failure_burst =
+            p.bounded("AUTH_FAILURE_BURST", raw.auth_failure_burst, 10, 0, 100_000);
+        let auth_failure_per_minute = p.bounded(
+            "AUTH_FAILURE_PER_MINUTE",
+            raw.auth_failure_per_minute,
+            10,
+            0,
+            100_000,
+        );
+        let audit_enabled = p.boolean(
+            "AUDIT_ENABLED",
+            raw.audit_enabled,
+            auth.audit_enabled.unwrap_or(true),
+        );
+        let raw_ttl = raw
+            .audit_ttl_days
+            .or_else(|| auth.audit_ttl_days.map(|d| d.to_string()));
         let audit_ttl_days = p.bounded_msg(
             "AUDIT_TTL_DAYS",
-            raw.audit_ttl_days,
+            raw_ttl,
             0,
             0,
             36_500,
@@ -150,6 +191,12 @@ impl Config {
                 None
             }
         };
+        let default_project = raw.default_project.unwrap_or_else(|| "default".into());
+        if !crate::vault::names::valid_project(&default_project) {
+            errors.push(format!(
+                "`DEFAULT_PROJECT` must be a valid project name (got `{default_project}`)"
+            ));
+        }
         let mongo_db = raw.mongo_db.unwrap_or_else(|| "vault".into());
         if !valid_db_name(&mongo_db) {
             errors.push(format!(
@@ -182,6 +229,8 @@ impl Config {
             shutdown_timeout_secs,
             log_format,
             master_key,
+            (max_versions, delete_recovery_days),
+            (auth_failure_burst, auth_failure_per_minute),
         ) {
             (
                 Some(host),
@@ -195,7 +244,15 @@ impl Config {
                 Some(shutdown_timeout_secs),
                 Some(log_format),
                 Some(master_key),
+                (Some(max_versions), Some(delete_recovery_days)),
+                (Some(auth_failure_burst), Some(auth_failure_per_minute)),
             ) if errors.is_empty() => Ok(Config {
+                auth,
+                max_versions,
+                delete_recovery_days,
+                default_project,
+                auth_failure_burst,
+                auth_failure_per_minute,
                 host,
                 port,
                 workers,

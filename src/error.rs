@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (503, 429).
+    pub retry_after: Option<u64>,
 }
 
 /// The JSON body of every error response.
@@ -33,7 +35,7 @@ pub struct ErrorDetail {
 }
 
 /// Seconds a client should wait before retrying while the database is down.
-pub const RETRY_AFTER_SECS: u32 = 1;
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -41,7 +43,38 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid service credentials (X-Service and X-Token)",
+        )
+    }
+
+    pub fn forbidden(service: &str, target: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("Service '{service}' does not have access to '{target}'"),
+        )
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn too_many_failures(wait_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_auth_failures",
+            "too many failed authentication attempts from this address; retry later",
+        );
+        e.retry_after = Some(wait_secs.max(1));
+        e
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -65,11 +98,13 @@ impl ApiError {
     }
 
     pub fn database_unavailable() -> Self {
-        Self::new(
+        let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
             "the database is unavailable; retry shortly",
-        )
+        );
+        e.retry_after = Some(RETRY_AFTER_SECS);
+        e
     }
 
     /// A 500 whose cause is logged with the request id and never sent to the client.
@@ -106,8 +141,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            builder.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+        if let Some(secs) = self.retry_after {
+            builder.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         builder.json(self.body())
     }

@@ -10,11 +10,12 @@ use utoipa_actix_web::AppExt as _;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::{self, AppState};
+use crate::auth::limiter::FailureLimiter;
 use crate::config::Config;
 use crate::crypto::Cipher;
 use crate::store;
 use crate::telemetry;
-use crate::vault::Vault;
+use crate::vault::{Limits, Vault};
 
 pub struct Application {
     port: u16,
@@ -45,12 +46,24 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?
             .port();
+        for name in config.auth.registry.without_token() {
+            tracing::warn!(service = %name, "service has no token (set TOKEN_<name>); it cannot authenticate");
+        }
+        let limits = Limits {
+            audit_enabled: config.audit_enabled,
+            max_secret_bytes: config.max_secret_bytes,
+            max_versions: config.max_versions,
+            delete_recovery_days: config.delete_recovery_days,
+            default_project: config.default_project.clone(),
+        };
         let state = web::Data::new(AppState {
             vault: Vault::new(
                 db,
                 Cipher::from_master(&config.master_key),
-                config.audit_enabled,
-                config.max_secret_bytes,
+                config.auth.registry.clone(),
+                config.auth.policies.clone(),
+                FailureLimiter::new(config.auth_failure_burst, config.auth_failure_per_minute),
+                limits,
             ),
             max_body_bytes: config.max_body_bytes(),
             trust_proxy_headers: config.trust_proxy_headers,
@@ -80,8 +93,13 @@ fn run(
             .into_utoipa_app()
             .openapi(api::openapi::ApiDoc::openapi())
             .app_data(state.clone())
+            .app_data(api::query_config())
+            .app_data(api::path_config())
             .configure(api::health::configure)
             .configure(api::vault::configure)
+            .configure(api::secrets::configure)
+            .configure(api::projects::configure)
+            .configure(api::audit::configure)
             .split_for_parts();
         app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
             .default_service(web::to(api::not_found))

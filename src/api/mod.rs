@@ -1,7 +1,11 @@
 //! HTTP resources. Each module exports `configure`; `openapi` assembles the spec.
 
+pub mod audit;
 pub mod health;
+pub mod identity;
 pub mod openapi;
+pub mod projects;
+pub mod secrets;
 pub mod vault;
 
 use actix_web::http::header;
@@ -130,4 +134,21 @@ fn json_error(e: &serde_json::Error, shape: &str) -> ApiError {
 /// Every unknown route gets the standard JSON error body.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found("route_not_found", "no such route"))
+}
+
+/// Query strings and path segments that do not parse get the standard 400 body.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|_, _| {
+        ApiError::bad_request(
+            "invalid_query",
+            "the query string has a bad or mistyped parameter",
+        )
+        .into()
+    })
+}
+
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_, _| {
+        ApiError::bad_request("invalid_path", "the URL path has a bad segment").into()
+    })
 }

@@ -134,3 +134,38 @@ fn expire_after(index: &Document) -> Option<i64> {
         _ => None,
     })
 }
+
+/// Filters for reading the audit trail.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    pub project: Option<String>,
+    pub path: Option<String>,
+    pub actor: Option<String>,
+    pub since: Option<DateTime>,
+    pub limit: i64,
+}
+
+/// Newest first.
+pub async fn query(db: &Database, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+    use futures_util::TryStreamExt as _;
+    let mut filter = Document::new();
+    if let Some(p) = &f.project {
+        filter.insert("project", p);
+    }
+    if let Some(p) = &f.path {
+        filter.insert("path", p);
+    }
+    if let Some(a) = &f.actor {
+        filter.insert("actor", a);
+    }
+    if let Some(since) = f.since {
+        filter.insert("ts", doc! { "$gte": since });
+    }
+    let cursor = collection(db)
+        .find(filter)
+        .sort(doc! { "ts": -1 })
+        .limit(f.limit)
+        .projection(doc! { "_id": 0 })
+        .await?;
+    Ok(cursor.try_collect().await?)
+}

@@ -2,6 +2,7 @@
 //! No HTTP types here.
 
 pub mod audit;
+pub mod projects;
 pub mod secrets;
 
 use mongodb::bson::doc;
@@ -78,6 +79,7 @@ pub async fn ping(db: &Database) -> Result<(), StoreError> {
 /// replicas start at the same moment.
 pub async fn ensure_indexes(db: &Database, audit_ttl_days: u32) -> Result<(), StoreError> {
     secrets::ensure_indexes(db).await?;
+    projects::ensure_indexes(db).await?;
     audit::ensure_indexes(db, audit_ttl_days).await?;
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! The `secrets` collection: one document per secret with its recent versions.
+//! Every write is a single-document update, so it is atomic without
+//! transactions; a compare-and-set on `current_version` stops lost updates.
 
-use mongodb::bson::{doc, spec::BinarySubtype, Binary, DateTime};
+use futures_util::TryStreamExt as _;
+use mongodb::bson::{doc, spec::BinarySubtype, Binary, DateTime, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -17,12 +20,20 @@ pub struct SecretDoc {
     pub path: String,
     pub versions: Vec<VersionDoc>,
     pub current_version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub created_at: DateTime,
     pub created_by: String,
     pub updated_at: DateTime,
     pub updated_by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_at: Option<DateTime>,
 }
 
 /// One sealed version. `ciphertext` and `nonce` are BSON binary, never text.
@@ -55,14 +66,35 @@ impl VersionDoc {
     }
 }
 
-/// What a read needs: the record's identity and the one version asked for.
+/// Version metadata without the sealed value.
 #[derive(Debug, Clone, Deserialize)]
-pub struct CurrentVersion {
+pub struct VersionMeta {
+    pub version: i64,
+    pub key_id: String,
+    pub created_at: DateTime,
+    pub created_by: String,
+}
+
+/// A secret without its values (lists), or with only the versions projected.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecretView<V> {
     #[serde(rename = "_id")]
     pub id: String,
     pub project: String,
     pub path: String,
-    pub versions: Vec<VersionDoc>,
+    #[serde(default = "Vec::new")]
+    pub versions: Vec<V>,
+    pub current_version: i64,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    pub created_at: DateTime,
+    pub created_by: String,
+    pub updated_at: DateTime,
+    pub updated_by: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +103,22 @@ pub enum InsertError {
     Exists,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How a secret is addressed.
+#[derive(Debug, Clone, Copy)]
+pub enum Locator<'a> {
+    Id(&'a str),
+    Path { project: &'a str, path: &'a str },
+}
+
+impl Locator<'_> {
+    fn filter(&self) -> Document {
+        match self {
+            Locator::Id(id) => doc! { "_id": *id },
+            Locator::Path { project, path } => doc! { "project": *project, "path": *path },
+        }
+    }
 }
 
 fn collection<T: Send + Sync>(db: &Database) -> Collection<T> {
@@ -87,9 +135,19 @@ pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
                 .build(),
         )
         .build();
-    collection::<SecretDoc>(db)
-        .create_index(unique_path)
-        .await?;
+    // Soft-deleted secrets are purged by MongoDB once `purge_at` passes.
+    let purge = IndexModel::builder()
+        .keys(doc! { "purge_at": 1 })
+        .options(
+            IndexOptions::builder()
+                .name("purge_at_ttl".to_string())
+                .expire_after(std::time::Duration::from_secs(0))
+                .build(),
+        )
+        .build();
+    let coll = collection::<SecretDoc>(db);
+    coll.create_index(unique_path).await?;
+    coll.create_index(purge).await?;
     Ok(())
 }
 
@@ -110,12 +168,163 @@ pub async fn remove(db: &Database, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The newest version of a live (not deleted) secret, fetched with one round
-/// trip that projects only that version.
-pub async fn find_current(db: &Database, id: &str) -> Result<Option<CurrentVersion>, StoreError> {
-    let found = collection::<CurrentVersion>(db)
-        .find_one(doc! { "_id": id, "deleted_at": null })
-        .projection(doc! { "project": 1, "path": 1, "versions": { "$slice": -1 } })
+/// A live secret with one version: the newest (`None`, projected alone) or a
+/// given one. `versions` is empty when that version is no longer kept.
+pub async fn find_live(
+    db: &Database,
+    at: Locator<'_>,
+    version: Option<i64>,
+) -> Result<Option<SecretView<VersionDoc>>, StoreError> {
+    let mut filter = at.filter();
+    filter.insert("deleted_at", mongodb::bson::Bson::Null);
+    let coll = collection::<SecretView<VersionDoc>>(db);
+    match version {
+        None => Ok(coll
+            .find_one(filter)
+            .projection(doc! { "versions": { "$slice": -1 } })
+            .await?),
+        // At most MAX_VERSIONS are kept, so reading them all and picking one is cheap.
+        Some(v) => Ok(coll.find_one(filter).await?.map(|mut found| {
+            found.versions.retain(|x| x.version == v);
+            found
+        })),
+    }
+}
+
+/// Whether a soft-deleted secret holds this path.
+pub async fn is_deleted(db: &Database, project: &str, path: &str) -> Result<bool, StoreError> {
+    let n = collection::<Document>(db)
+        .count_documents(doc! { "project": project, "path": path, "deleted_at": { "$ne": null } })
+        .limit(1)
         .await?;
-    Ok(found)
+    Ok(n > 0)
+}
+
+/// Appends `version` if the secret is live and still at `expected` (compare-and-set),
+/// keeping the newest `max_versions`. `false` when the secret moved on or is gone.
+pub async fn append_version(
+    db: &Database,
+    id: &str,
+    expected: i64,
+    version: &VersionDoc,
+    max_versions: usize,
+) -> Result<bool, StoreError> {
+    let encoded = mongodb::bson::to_bson(version).map_err(|e| StoreError::Other(e.to_string()))?;
+    let keep = -i64::try_from(max_versions).unwrap_or(i64::MAX);
+    let result = collection::<Document>(db)
+        .update_one(
+            doc! { "_id": id, "current_version": expected, "deleted_at": null },
+            doc! {
+                "$push": { "versions": { "$each": [encoded], "$slice": keep } },
+                "$set": {
+                    "current_version": version.version,
+                    "updated_at": version.created_at,
+                    "updated_by": &version.created_by,
+                },
+            },
+        )
+        .await?;
+    Ok(result.matched_count == 1)
+}
+
+/// Soft delete: hidden from reads and lists, purged by the TTL index at `purge_at`.
+pub async fn soft_delete(
+    db: &Database,
+    project: &str,
+    path: &str,
+    purge_at: DateTime,
+) -> Result<Option<String>, StoreError> {
+    let found = collection::<Document>(db)
+        .find_one_and_update(
+            doc! { "project": project, "path": path, "deleted_at": null },
+            doc! { "$set": { "deleted_at": DateTime::now(), "purge_at": purge_at } },
+        )
+        .projection(doc! { "_id": 1 })
+        .await?;
+    Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_string)))
+}
+
+/// Undoes a soft delete that has not been purged yet.
+pub async fn restore(
+    db: &Database,
+    project: &str,
+    path: &str,
+) -> Result<Option<String>, StoreError> {
+    let found = collection::<Document>(db)
+        .find_one_and_update(
+            doc! {
+                "project": project, "path": path,
+                "deleted_at": { "$ne": null },
+                "purge_at": { "$gt": DateTime::now() },
+            },
+            doc! { "$unset": { "deleted_at": "", "purge_at": "" } },
+        )
+        .projection(doc! { "_id": 1 })
+        .await?;
+    Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_string)))
+}
+
+/// Version metadata of a live secret, newest first.
+pub async fn versions(
+    db: &Database,
+    project: &str,
+    path: &str,
+) -> Result<Option<SecretView<VersionMeta>>, StoreError> {
+    let found = collection::<SecretView<VersionMeta>>(db)
+        .find_one(doc! { "project": project, "path": path, "deleted_at": null })
+        .projection(doc! {
+            "versions.ciphertext": 0, "versions.nonce": 0,
+        })
+        .await?;
+    Ok(found.map(|mut s| {
+        s.versions.reverse();
+        s
+    }))
+}
+
+/// Live secrets in `(project, path)` order after `after`, without values.
+pub async fn list_page(
+    db: &Database,
+    project: Option<&str>,
+    prefix: Option<&str>,
+    after: Option<(&str, &str)>,
+    limit: i64,
+) -> Result<Vec<SecretView<VersionMeta>>, StoreError> {
+    let mut filter = doc! { "deleted_at": null };
+    if let Some(p) = project {
+        filter.insert("project", p);
+    }
+    if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
+        filter.insert(
+            "path",
+            doc! { "$regex": format!("^{}", regex_escape(prefix)) },
+        );
+    }
+    if let Some((p, path)) = after {
+        filter.insert(
+            "$or",
+            vec![
+                doc! { "project": { "$gt": p } },
+                doc! { "project": p, "path": { "$gt": path } },
+            ],
+        );
+    }
+    let cursor = collection::<SecretView<VersionMeta>>(db)
+        .find(filter)
+        .sort(doc! { "project": 1, "path": 1 })
+        .limit(limit)
+        .projection(doc! { "versions": 0 })
+        .await?;
+    Ok(cursor.try_collect().await?)
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if !c.is_ascii_alphanumeric() && c != '/' && c != '_' && c != '-' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -21,8 +21,7 @@ async fn records(app: &crate::helpers::TestApp, filter: Document) -> Vec<Documen
 async fn create_and_fetch_each_write_one_complete_record() {
     let app = spawn_app().await;
     let res = app
-        .http
-        .post(format!("{}/vault/secret/create", app.address))
+        .request(reqwest::Method::POST, "/vault/secret/create")
         .header("user-agent", "audit-test/1.0")
         .json(&serde_json::json!({ "secret": b64(b"audited-value") }))
         .send()
@@ -46,7 +45,7 @@ async fn create_and_fetch_each_write_one_complete_record() {
     for (record, request_id) in [(create, create_request_id), (fetch, fetched.request_id())] {
         assert_eq!(record.get_str("outcome").expect("outcome"), "success");
         assert_eq!(record.get_str("channel").expect("channel"), "http");
-        assert_eq!(record.get_str("actor").expect("actor"), "anonymous");
+        assert_eq!(record.get_str("actor").expect("actor"), "tester");
         assert_eq!(record.get_str("project").expect("project"), "default");
         assert_eq!(record.get_str("path").expect("path"), id);
         assert_eq!(record.get_i64("version").expect("version"), 1);
@@ -112,8 +111,7 @@ async fn forwarded_for_is_used_only_when_proxy_headers_are_trusted() {
     for (trust, expected) in [("true", "203.0.113.9"), ("false", "127.0.0.1")] {
         let app = spawn_app_with(&[("TRUST_PROXY_HEADERS", trust)]).await;
         let res = app
-            .http
-            .post(format!("{}/vault/secret/create", app.address))
+            .request(reqwest::Method::POST, "/vault/secret/create")
             .header("x-forwarded-for", "203.0.113.9, 10.0.0.1")
             .json(&serde_json::json!({ "secret": b64(b"x") }))
             .send()

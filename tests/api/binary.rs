@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::helpers::{mongo_uri, unique_db_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_secret-manager");
+const TOKEN: &str = "binary-test-token-8d2c4a";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -94,6 +95,9 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
             ("PORT", port.to_string()),
             ("RUST_LOG", "debug".into()),
             ("LOG_FORMAT", "json".into()),
+            ("CONFIG_FILE", "/dev/null".into()),
+            ("TOKEN_bin-test", TOKEN.into()),
+            ("ALLOW_bin-test", "*".into()),
         ],
     );
     let url = format!("http://127.0.0.1:{port}");
@@ -109,6 +113,8 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
     let encoded = STANDARD.encode(secret);
     let res = http
         .post(format!("{url}/vault/secret/create"))
+        .header("x-service", "bin-test")
+        .header("x-token", TOKEN)
         .json(&json!({ "secret": encoded }))
         .send()
         .await
@@ -120,6 +126,8 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
         .to_string();
     let fetched: serde_json::Value = http
         .post(format!("{url}/vault/secret/fetch"))
+        .header("x-service", "bin-test")
+        .header("x-token", TOKEN)
         .json(&json!({ "secret_id": id }))
         .send()
         .await
@@ -134,6 +142,8 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
         format!(r#"{{"secret": {secret}"#),
     ] {
         http.post(format!("{url}/vault/secret/create"))
+            .header("x-service", "bin-test")
+            .header("x-token", TOKEN)
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -141,6 +151,16 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
             .expect("bad create");
     }
 
+    // A wrong token must not be logged either.
+    let wrong = http
+        .post(format!("{url}/vault/secret/fetch"))
+        .header("x-service", "bin-test")
+        .header("x-token", "wrong-token-canary-77a1")
+        .json(&json!({ "secret_id": id }))
+        .send()
+        .await
+        .expect("wrong token");
+    assert_eq!(wrong.status().as_u16(), 401);
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(9));
     assert!(status.success(), "clean exit on SIGTERM: {status}");
@@ -179,7 +199,13 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
         out.contains("request finished") && out.contains("request_id"),
         "request lines: {out}"
     );
-    for leaked in [secret, encoded.as_str(), key.as_str()] {
+    for leaked in [
+        secret,
+        encoded.as_str(),
+        key.as_str(),
+        TOKEN,
+        "wrong-token-canary-77a1",
+    ] {
         assert!(!out.contains(leaked), "stdout leaks {leaked}");
         assert!(!err.contains(leaked), "stderr leaks {leaked}");
     }

@@ -82,11 +82,9 @@ async fn concurrent_creates_all_land() {
     let app = spawn_app().await;
     let tasks: Vec<_> = (0..32)
         .map(|i| {
-            let http = app.http.clone();
-            let url = format!("{}/vault/secret/create", app.address);
+            let req = app.request(reqwest::Method::POST, "/vault/secret/create");
             tokio::spawn(async move {
-                let res = http
-                    .post(url)
+                let res = req
                     .json(&json!({ "secret": b64(format!("c{i}").as_bytes()) }))
                     .send()
                     .await

@@ -26,12 +26,30 @@ pub fn unique_db_name() -> String {
     format!("test_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A service identity to send as `X-Service` / `X-Token`.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub service: String,
+    pub token: String,
+}
+
+impl Identity {
+    pub fn new(service: &str) -> Self {
+        Self {
+            service: service.to_string(),
+            token: format!("tok-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub db: Database,
     pub db_name: String,
     pub master_key: String,
     pub http: reqwest::Client,
+    /// The default identity: may read, write, list and delete every secret.
+    pub identity: Identity,
 }
 
 pub struct Response {
@@ -83,17 +101,42 @@ pub fn b64(bytes: &[u8]) -> String {
 }
 
 impl TestApp {
+    /// A request carrying `who`'s credentials (none when `None`).
+    pub fn request_as(
+        &self,
+        who: Option<&Identity>,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.address));
+        if let Some(id) = who {
+            req = req
+                .header("x-service", &id.service)
+                .header("x-token", &id.token);
+        }
+        req
+    }
+
+    /// A request carrying the default identity.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request_as(Some(&self.identity), method, path)
+    }
+
+    pub async fn send(req: reqwest::RequestBuilder) -> Response {
+        into_response(req.send().await.expect("request sent")).await
+    }
+
     pub async fn post_raw(
         &self,
         path: &str,
         content_type: Option<&str>,
         body: impl Into<reqwest::Body>,
     ) -> Response {
-        let mut req = self.http.post(format!("{}{path}", self.address)).body(body);
+        let mut req = self.request(reqwest::Method::POST, path).body(body);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        into_response(req.send().await.expect("request sent")).await
+        Self::send(req).await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
@@ -102,13 +145,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("request sent");
-        into_response(res).await
+        Self::send(self.request(reqwest::Method::GET, path)).await
     }
 
     pub async fn create(&self, plaintext: &[u8]) -> String {
@@ -170,7 +207,14 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     LazyLock::force(&TRACING);
     let master_key = MasterKey::generate().to_base64().to_string();
     let db_name = unique_db_name();
+    let identity = Identity::new("tester");
     let mut pairs: Vec<(String, String)> = vec![
+        ("CONFIG_FILE".into(), "/dev/null".into()),
+        (
+            format!("TOKEN_{}", identity.service),
+            identity.token.clone(),
+        ),
+        (format!("ALLOW_{}", identity.service), "*".into()),
         ("HOST".into(), "127.0.0.1".into()),
         ("PORT".into(), "0".into()),
         ("WORKERS".into(), "2".into()),
@@ -192,6 +236,13 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         .find(|(k, _)| k == "MASTER_KEY")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    let mut identity = identity;
+    if let Some((_, token)) = pairs
+        .iter()
+        .find(|(k, _)| *k == format!("TOKEN_{}", identity.service))
+    {
+        identity.token = token.clone();
+    }
     let config = Config::from_pairs(pairs).expect("test configuration");
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
@@ -202,5 +253,17 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         db_name,
         master_key,
         http: reqwest::Client::new(),
+        identity,
     }
+}
+
+/// Starts the app with `yaml` as its config.yaml (plus extra variables).
+pub async fn spawn_app_with_config(yaml: &str, extra: &[(&str, &str)]) -> TestApp {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), yaml).expect("write config");
+    let path = file.path().to_str().expect("utf8").to_string();
+    let mut all: Vec<(&str, &str)> = vec![("CONFIG_FILE", &path)];
+    all.extend_from_slice(extra);
+    // The file is read at start-up only.
+    spawn_app_with(&all).await
 }

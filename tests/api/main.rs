@@ -1,4 +1,5 @@
 mod audit;
+mod auth;
 mod binary;
 mod create_fetch;
 mod database;
@@ -6,5 +7,7 @@ mod encryption;
 mod errors;
 mod health;
 mod helpers;
+mod named;
 mod openapi;
+mod policies;
 mod scripts;

@@ -3,12 +3,15 @@
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, Identity};
 
-fn script(name: &str, url: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+fn script(name: &str, app: &(String, Identity), args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let (url, who) = app;
     let mut child = Command::new(format!("scripts/{name}"))
         .args(args)
         .env("VAULT_URL", url)
+        .env("VAULT_SERVICE", &who.service)
+        .env("VAULT_TOKEN", &who.token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -33,7 +36,7 @@ fn stderr(out: &Output) -> String {
 #[tokio::test]
 async fn values_from_an_argument_a_file_and_stdin_round_trip() {
     let app = spawn_app().await;
-    let url = app.address.clone();
+    let url = (app.address.clone(), app.identity.clone());
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("blob");
     let binary: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
@@ -84,7 +87,7 @@ async fn values_from_an_argument_a_file_and_stdin_round_trip() {
 async fn fetch_base64_prints_what_the_server_sent() {
     let app = spawn_app().await;
     let id = app.create(b"hello").await;
-    let url = app.address.clone();
+    let url = (app.address.clone(), app.identity.clone());
     let out = tokio::task::spawn_blocking(move || {
         script("fetch_secret.sh", &url, &["--base64", &id], None)
     })
@@ -97,7 +100,7 @@ async fn fetch_base64_prints_what_the_server_sent() {
 #[tokio::test]
 async fn failures_exit_non_zero_with_the_servers_message_or_usage() {
     let app = spawn_app().await;
-    let url = app.address.clone();
+    let url = (app.address.clone(), app.identity.clone());
     let unknown = uuid::Uuid::new_v4().to_string();
     let results = tokio::task::spawn_blocking(move || {
         vec![
@@ -139,7 +142,34 @@ async fn failures_exit_non_zero_with_the_servers_message_or_usage() {
             ),
             (
                 "no server",
-                script("create_secret.sh", "http://127.0.0.1:1", &["v"], None),
+                script(
+                    "create_secret.sh",
+                    &("http://127.0.0.1:1".into(), url.1.clone()),
+                    &["v"],
+                    None,
+                ),
+                1,
+                "cannot reach",
+            ),
+            (
+                "wrong token",
+                script(
+                    "create_secret.sh",
+                    &(url.0.clone(), Identity::new("tester")),
+                    &["v"],
+                    None,
+                ),
+                1,
+                "401: missing or invalid service credentials",
+            ),
+            (
+                "ignored",
+                script(
+                    "create_secret.sh",
+                    &("http://127.0.0.1:1".into(), url.1.clone()),
+                    &["v"],
+                    None,
+                ),
                 1,
                 "cannot reach",
             ),
