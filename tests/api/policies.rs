@@ -271,3 +271,46 @@ async fn invalid_config_refuses_to_start_naming_file_entry_and_problem() {
         "{missing}"
     );
 }
+
+#[tokio::test]
+async fn the_shipped_example_config_is_valid_and_means_what_it_says() {
+    let deployer = Identity::new("deployer");
+    let api = Identity::new("billing-api");
+    let reporter = Identity::new("reporter");
+    let app = crate::helpers::spawn_app_with(&[
+        ("CONFIG_FILE", "config.yaml.example"),
+        ("TOKEN_deployer", &deployer.token),
+        ("TOKEN_billing-api", &api.token),
+        ("TOKEN_reporter", &reporter.token),
+    ])
+    .await;
+    let created = call(
+        &app,
+        &deployer,
+        Method::POST,
+        "/api/secrets",
+        Some(json!({ "project": "billing", "path": "prod/stripe-key", "value": "sk_live_x" })),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let read = call(
+        &app,
+        &api,
+        Method::GET,
+        "/api/secrets/billing/prod/stripe-key",
+        None,
+    )
+    .await;
+    assert_eq!(read.json()["value"], "sk_live_x");
+    call(
+        &app,
+        &reporter,
+        Method::GET,
+        "/api/secrets/billing/prod/stripe-key",
+        None,
+    )
+    .await
+    .assert_error(403, "forbidden");
+    let audit = call(&app, &deployer, Method::GET, "/api/audit?limit=5", None).await;
+    assert_eq!(audit.status, 200);
+}
