@@ -27,6 +27,11 @@ struct RawEnv {
     mongo_max_pool_size: Option<String>,
     master_key: Option<SecretString>,
     master_key_file: Option<String>,
+    master_key_previous: Option<SecretString>,
+    master_key_previous_file: Option<String>,
+    key_rotation_days: Option<String>,
+    key_max_seals: Option<String>,
+    keyring_refresh_secs: Option<String>,
     max_secret_bytes: Option<String>,
     audit_enabled: Option<String>,
     audit_ttl_days: Option<String>,
@@ -58,6 +63,8 @@ pub struct Config {
     pub mongo_timeout: Duration,
     pub mongo_max_pool_size: u32,
     pub master_key: MasterKey,
+    pub master_key_previous: Option<MasterKey>,
+    pub keyring: crate::crypto::KeyringSettings,
     pub max_secret_bytes: usize,
     pub audit_enabled: bool,
     pub audit_ttl_days: u32,
@@ -217,6 +224,48 @@ impl Config {
                 None
             }
         };
+        let previous_given = raw
+            .master_key_previous
+            .as_ref()
+            .is_some_and(|s| !s.expose_secret().is_empty())
+            || raw
+                .master_key_previous_file
+                .as_ref()
+                .is_some_and(|s| !s.trim().is_empty());
+        let master_key_previous = if previous_given {
+            match load_master_key(raw.master_key_previous, raw.master_key_previous_file) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    errors.push(e.replace("MASTER_KEY", "MASTER_KEY_PREVIOUS"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut p = Parser {
+            errors: &mut errors,
+        };
+        let keyring = match (
+            p.bounded("KEY_ROTATION_DAYS", raw.key_rotation_days, 30, 1, 3650),
+            p.bounded(
+                "KEY_MAX_SEALS",
+                raw.key_max_seals,
+                1u64 << 30,
+                1,
+                1u64 << 32,
+            ),
+            p.bounded("KEYRING_REFRESH_SECS", raw.keyring_refresh_secs, 5, 1, 3600),
+        ) {
+            (Some(rotation_days), Some(max_seals), Some(refresh)) => {
+                Some(crate::crypto::KeyringSettings {
+                    rotation_days,
+                    max_seals,
+                    refresh: Duration::from_secs(refresh),
+                })
+            }
+            _ => None,
+        };
         match (
             host,
             port,
@@ -231,6 +280,7 @@ impl Config {
             master_key,
             (max_versions, delete_recovery_days),
             (auth_failure_burst, auth_failure_per_minute),
+            keyring,
         ) {
             (
                 Some(host),
@@ -246,7 +296,10 @@ impl Config {
                 Some(master_key),
                 (Some(max_versions), Some(delete_recovery_days)),
                 (Some(auth_failure_burst), Some(auth_failure_per_minute)),
+                Some(keyring),
             ) if errors.is_empty() => Ok(Config {
+                master_key_previous,
+                keyring,
                 auth,
                 max_versions,
                 delete_recovery_days,

@@ -12,7 +12,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::api::{self, AppState};
 use crate::auth::limiter::FailureLimiter;
 use crate::config::Config;
-use crate::crypto::Cipher;
+use crate::crypto::Keyring;
 use crate::store;
 use crate::telemetry;
 use crate::vault::{Limits, Vault};
@@ -26,6 +26,8 @@ pub struct Application {
 pub enum StartupError {
     #[error("cannot reach MongoDB (check `MONGO_URI`, and that the server runs): {0}")]
     Database(#[from] store::StoreError),
+    #[error("cannot load the keyring: {0}")]
+    Keyring(#[from] crate::crypto::KeyringError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -37,6 +39,14 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let db = store::connect(&config).await?;
         store::ensure_indexes(&db, config.audit_ttl_days).await?;
+        let keyring = Keyring::open(
+            db.clone(),
+            config.master_key.clone(),
+            config.master_key_previous.clone(),
+            config.keyring.clone(),
+        )
+        .await?;
+        keyring.spawn_maintenance();
         let addr = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind {
             addr: addr.clone(),
@@ -59,7 +69,7 @@ impl Application {
         let state = web::Data::new(AppState {
             vault: Vault::new(
                 db,
-                Cipher::from_master(&config.master_key),
+                keyring,
                 config.auth.registry.clone(),
                 config.auth.policies.clone(),
                 FailureLimiter::new(config.auth_failure_burst, config.auth_failure_per_minute),
@@ -100,6 +110,7 @@ fn run(
             .configure(api::secrets::configure)
             .configure(api::projects::configure)
             .configure(api::audit::configure)
+            .configure(api::sys::configure)
             .split_for_parts();
         app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
             .default_service(web::to(api::not_found))

@@ -6,6 +6,7 @@ pub mod identity;
 pub mod openapi;
 pub mod projects;
 pub mod secrets;
+pub mod sys;
 pub mod vault;
 
 use actix_web::http::header;

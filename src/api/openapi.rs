@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         (name = "secrets", description = "Project/path secrets with version history"),
         (name = "projects", description = "Projects"),
         (name = "audit", description = "The audit trail"),
+        (name = "sys", description = "Data keys: rotation, rewrap, status"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -34,6 +34,9 @@ pub struct SecretDoc {
     pub deleted_at: Option<DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge_at: Option<DateTime>,
+    /// Write counter for compare-and-set by background rewrites (rewrap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<i64>,
 }
 
 /// One sealed version. `ciphertext` and `nonce` are BSON binary, never text.
@@ -221,6 +224,7 @@ pub async fn append_version(
                     "updated_at": version.created_at,
                     "updated_by": &version.created_by,
                 },
+                "$inc": { "rev": 1_i64 },
             },
         )
         .await?;
@@ -327,4 +331,73 @@ fn regex_escape(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Whether any stored version (live or deleted) is sealed under `key_id`.
+pub async fn any_sealed_with(db: &Database, key_id: &str) -> Result<bool, StoreError> {
+    let n = collection::<Document>(db)
+        .count_documents(doc! { "versions.key_id": key_id })
+        .limit(1)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Versions per key id over every secret, live or deleted.
+pub async fn versions_per_key(
+    db: &Database,
+) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+    let mut counts = std::collections::HashMap::new();
+    let mut cursor = collection::<Document>(db)
+        .find(doc! {})
+        .projection(doc! { "versions.key_id": 1 })
+        .await?;
+    while let Some(d) = cursor.try_next().await? {
+        for v in d.get_array("versions").map(|a| a.as_slice()).unwrap_or(&[]) {
+            if let Some(k) = v.as_document().and_then(|v| v.get_str("key_id").ok()) {
+                *counts.entry(k.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// A page of whole documents in `_id` order, deleted ones included (rewrap).
+pub async fn scan(
+    db: &Database,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SecretDoc>, StoreError> {
+    let filter = match after {
+        Some(id) => doc! { "_id": { "$gt": id } },
+        None => doc! {},
+    };
+    let cursor = collection::<SecretDoc>(db)
+        .find(filter)
+        .sort(doc! { "_id": 1 })
+        .limit(limit)
+        .await?;
+    Ok(cursor.try_collect().await?)
+}
+
+/// Replaces a document's versions if nothing else wrote to it since it was
+/// read (`rev` and `current_version` unchanged).
+pub async fn replace_versions(
+    db: &Database,
+    id: &str,
+    rev: Option<i64>,
+    current_version: i64,
+    versions: &[VersionDoc],
+) -> Result<bool, StoreError> {
+    let encoded = mongodb::bson::to_bson(versions).map_err(|e| StoreError::Other(e.to_string()))?;
+    let rev_filter = match rev {
+        Some(r) => mongodb::bson::Bson::Int64(r),
+        None => mongodb::bson::Bson::Null,
+    };
+    let r = collection::<Document>(db)
+        .update_one(
+            doc! { "_id": id, "rev": rev_filter, "current_version": current_version },
+            doc! { "$set": { "versions": encoded }, "$inc": { "rev": 1_i64 } },
+        )
+        .await?;
+    Ok(r.modified_count == 1)
 }

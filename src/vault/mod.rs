@@ -3,6 +3,7 @@
 //! once its audit record is written.
 
 pub mod audit_query;
+pub mod keys;
 pub mod named;
 pub mod names;
 pub mod projects;
@@ -20,7 +21,7 @@ use crate::auth::identity::ServiceRegistry;
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::policy::PolicyEngine;
 use crate::auth::Action;
-use crate::crypto::{record_aad, Cipher};
+use crate::crypto::{record_aad, Keyring};
 use crate::error::ApiError;
 use crate::store::audit::{self, AuditRecord};
 use crate::store::secrets::{SecretDoc, VersionDoc};
@@ -92,7 +93,7 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct Vault {
     db: Database,
-    cipher: Cipher,
+    keyring: Arc<Keyring>,
     registry: Arc<ServiceRegistry>,
     policies: Arc<PolicyEngine>,
     limiter: Arc<FailureLimiter>,
@@ -108,7 +109,7 @@ pub enum Value<'a> {
 impl Vault {
     pub fn new(
         db: Database,
-        cipher: Cipher,
+        keyring: Arc<Keyring>,
         registry: ServiceRegistry,
         policies: PolicyEngine,
         limiter: FailureLimiter,
@@ -116,7 +117,7 @@ impl Vault {
     ) -> Self {
         Self {
             db,
-            cipher,
+            keyring,
             registry: Arc::new(registry),
             policies: Arc::new(policies),
             limiter: Arc::new(limiter),
@@ -296,7 +297,11 @@ impl Vault {
         )
     }
 
-    /// Seals `plaintext` as `version` of secret `id`.
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
+    /// Seals `plaintext` as `version` of secret `id` under the active data key.
     pub(crate) fn seal_version(
         &self,
         id: &str,
@@ -304,15 +309,16 @@ impl Vault {
         plaintext: &[u8],
         actor: &str,
     ) -> Result<VersionDoc, ApiError> {
-        let key_id = self.cipher.key_id();
-        let sealed = self
-            .cipher
-            .seal(plaintext, &record_aad(id, version, key_id))?;
+        let (key_id, cipher) = self
+            .keyring
+            .active()
+            .map_err(|e| ApiError::internal(&format_args!("cannot seal: {e}")))?;
+        let sealed = cipher.seal(plaintext, &record_aad(id, version, &key_id))?;
         Ok(VersionDoc::new(
             version,
             &sealed.nonce,
             sealed.ciphertext,
-            key_id,
+            &key_id,
             actor,
         ))
     }
@@ -341,23 +347,24 @@ impl Vault {
             updated_by: actor,
             deleted_at: None,
             purge_at: None,
+            rev: None,
         }
     }
 
     /// Opens one stored version; any failure is a generic 500 with the cause logged.
-    pub(crate) fn open(
+    pub(crate) async fn open(
         &self,
         id: &str,
         version: &VersionDoc,
     ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-        if version.key_id != self.cipher.key_id() {
+        let Some(cipher) = self.keyring.cipher_for(&version.key_id).await else {
             return Err(ApiError::internal(&format_args!(
                 "secret {id} version {} is sealed under unknown key {}",
                 version.version, version.key_id
             )));
-        }
+        };
         let aad = record_aad(id, version.version, &version.key_id);
-        self.cipher
+        cipher
             .open(&version.nonce.bytes, &version.ciphertext.bytes, &aad)
             .map_err(|e| {
                 ApiError::internal(&format_args!(

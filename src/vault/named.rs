@@ -224,7 +224,7 @@ impl Vault {
             version: Some(v.version),
             ..target
         };
-        let value = match self.open(&found.id, v) {
+        let value = match self.open(&found.id, v).await {
             Ok(p) => p,
             Err(e) => return Err(self.fail(OP, meta, e, target).await),
         };

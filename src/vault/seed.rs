@@ -74,7 +74,7 @@ impl Vault {
             let e = ApiError::internal(&format_args!("secret {id} has no versions"));
             return Err(self.fail(OP, meta, e, target).await);
         };
-        let plaintext = match self.open(&found.id, version) {
+        let plaintext = match self.open(&found.id, version).await {
             Ok(p) => p,
             Err(e) => return Err(self.fail(OP, meta, e, target).await),
         };

@@ -204,7 +204,12 @@ async fn ttl_index_follows_the_setting_across_restarts_without_dropping_records(
         ("2", Some(2 * 86_400)),
     ];
     for (days, expected) in steps {
-        let app = spawn_app_with(&[("MONGO_DB", &name), ("AUDIT_TTL_DAYS", days)]).await;
+        let app = spawn_app_with(&[
+            ("MONGO_DB", &name),
+            ("MASTER_KEY", &first.master_key),
+            ("AUDIT_TTL_DAYS", days),
+        ])
+        .await;
         assert_eq!(
             ts_index(&app).await,
             Some(expected),

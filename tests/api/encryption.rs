@@ -40,7 +40,10 @@ async fn the_stored_document_holds_no_plaintext_only_binary_ciphertext() {
     );
     assert!(matches!(v.get("nonce"), Some(Bson::Binary(b)) if b.bytes.len() == 12));
     let key_id = v.get_str("key_id").expect("key_id");
-    assert!(key_id.starts_with("mk-") && key_id.len() == 19, "{key_id}");
+    assert!(
+        key_id.starts_with("dk-") && key_id.len() == 23,
+        "a data key id: {key_id}"
+    );
     assert!(!key_id.contains(&app.master_key));
 }
 
@@ -149,17 +152,34 @@ async fn a_flipped_ciphertext_bit_fails_closed() {
 }
 
 #[tokio::test]
-async fn a_service_started_with_another_master_key_cannot_read_and_says_nothing_more() {
+async fn a_service_started_with_another_master_key_refuses_to_start() {
     let first = spawn_app().await;
-    let id = first.create(b"bound-to-key-one").await;
-    let second = crate::helpers::spawn_app_with(&[("MONGO_DB", &first.db_name)]).await;
+    first.create(b"bound-to-key-one").await;
+    let other_key = secret_manager::crypto::MasterKey::generate();
+    let pairs = [
+        ("MASTER_KEY", other_key.to_base64().to_string()),
+        ("MONGO_URI", crate::helpers::mongo_uri()),
+        ("MONGO_DB", first.db_name.clone()),
+        ("PORT", "0".to_string()),
+        ("CONFIG_FILE", "/dev/null".to_string()),
+    ];
+    let config = secret_manager::config::Config::from_pairs(pairs).expect("config");
 
-    let res = second.fetch(&id).await;
+    let err = secret_manager::startup::Application::build(config)
+        .await
+        .err()
+        .expect("must refuse");
 
-    res.assert_error(500, "internal_error");
+    let text = err.to_string();
     assert!(
-        !res.text.contains("mk-"),
-        "no key ids in the body: {}",
-        res.text
+        text.contains("the keyring is sealed under master key mk-"),
+        "{text}"
+    );
+    assert!(
+        text.contains("MASTER_KEY_PREVIOUS"),
+        "says how to change keys: {text}"
+    );
+    assert!(
+        !text.contains(first.master_key.as_str()) && !text.contains(other_key.to_base64().as_str())
     );
 }

@@ -7,6 +7,7 @@ mod encryption;
 mod errors;
 mod health;
 mod helpers;
+mod keys;
 mod named;
 mod openapi;
 mod policies;
