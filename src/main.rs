@@ -29,6 +29,10 @@ enum Command {
         #[arg(long, env = "PORT", default_value_t = 8000)]
         port: u16,
     },
+    /// Load-test a running service: create, fetch or a mix, with latency percentiles.
+    Bench(secret_manager::bench::BenchArgs),
+    /// The database ceiling: exactly the database work of each request, no service.
+    BenchDb(secret_manager::bench::DbBenchArgs),
     /// Print a new random master key (base64 of 32 bytes).
     Keygen {
         /// Write the key to this file (mode 0600) instead of printing it.
@@ -43,6 +47,8 @@ fn main() -> ExitCode {
         Command::Serve => serve(),
         Command::Keygen { file } => keygen(file),
         Command::Healthcheck { port } => healthcheck(port),
+        Command::Bench(args) => bench(args.load.json, secret_manager::bench::run_http(args)),
+        Command::BenchDb(args) => bench(args.load.json, secret_manager::bench::run_db(args)),
     }
 }
 
@@ -127,6 +133,32 @@ fn healthcheck(port: u16) -> ExitCode {
         Err(e) => {
             eprintln!("unhealthy: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(
+    json: bool,
+    run: impl std::future::Future<Output = Result<secret_manager::bench::Summary, String>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("secret-manager bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(summary) => {
+            secret_manager::bench::print(&summary, json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("secret-manager bench: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -2,6 +2,7 @@
 //! No HTTP types here.
 
 pub mod audit;
+pub mod audit_sink;
 pub mod keyring;
 pub mod projects;
 pub mod secrets;

@@ -23,7 +23,8 @@ use crate::auth::policy::PolicyEngine;
 use crate::auth::Action;
 use crate::crypto::{record_aad, Keyring};
 use crate::error::ApiError;
-use crate::store::audit::{self, AuditRecord};
+use crate::store::audit::AuditRecord;
+use crate::store::audit_sink::AuditSink;
 use crate::store::secrets::{SecretDoc, VersionDoc};
 use crate::store::StoreError;
 
@@ -93,6 +94,7 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct Vault {
     db: Database,
+    audit_sink: AuditSink,
     keyring: Arc<Keyring>,
     registry: Arc<ServiceRegistry>,
     policies: Arc<PolicyEngine>,
@@ -116,6 +118,7 @@ impl Vault {
         limits: Limits,
     ) -> Self {
         Self {
+            audit_sink: AuditSink::spawn(&db),
             db,
             keyring,
             registry: Arc::new(registry),
@@ -249,7 +252,7 @@ impl Vault {
             request_id: meta.request_id.clone(),
             error_code: error_code.map(str::to_string),
         };
-        audit::insert(&self.db, &record).await
+        self.audit_sink.write(record).await
     }
 
     /// Decodes and size-checks a caller's value.
