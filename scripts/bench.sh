@@ -79,11 +79,13 @@ echo "|---|---|---|---|---|---|"
 for c in 1 16 64 256; do
   for mode in fetch create; do
     ceil=$(run ceiling "$mode" "$c"); svc=$(run "http://127.0.0.1:$BASE_PORT" "$mode" "$c")
-    python3 -c '
+    python3 - "$ceil" "$svc" "$c" "$mode" <<'PY'
 import json, sys
 c, s = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"| {sys.argv[3]} | {sys.argv[4]} | {c[\"requests_per_sec\"]:.0f} | {s[\"requests_per_sec\"]:.0f} | {c[\"latency_ms\"][\"p99\"]:.1f} | {s[\"latency_ms\"][\"p99\"]:.1f} |")
-' "$ceil" "$svc" "$c" "$mode"
+cr, sr = c["requests_per_sec"], s["requests_per_sec"]
+cp, sp = c["latency_ms"]["p99"], s["latency_ms"]["p99"]
+print(f"| {sys.argv[3]} | {sys.argv[4]} | {cr:.0f} | {sr:.0f} | {cp:.1f} | {sp:.1f} |")
+PY
   done
 done
 rss1=$(peak_rss)

@@ -417,6 +417,10 @@ pub async fn run_db(args: DbBenchArgs) -> Result<Summary, String> {
     options.max_pool_size = Some(args.pool_size);
     let client = mongodb::Client::with_options(options).map_err(|e| e.to_string())?;
     let db = client.database(&args.mongo_db);
+    // The same indexes the service keeps: they are part of each write's work.
+    crate::store::ensure_indexes(&db, 0)
+        .await
+        .map_err(|e| e.to_string())?;
     let target = Arc::new(Ceiling {
         secrets: db.collection("secrets"),
         audit: db.collection("audit_logs"),

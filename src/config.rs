@@ -44,6 +44,16 @@ struct RawEnv {
     default_project: Option<String>,
     auth_failure_burst: Option<String>,
     auth_failure_per_minute: Option<String>,
+    nats_url: Option<String>,
+    nats_user: Option<String>,
+    nats_password: Option<SecretString>,
+    nats_password_file: Option<String>,
+    nats_creds_file: Option<String>,
+    nats_tls: Option<String>,
+    nats_ca_file: Option<String>,
+    nats_request_subject: Option<String>,
+    nats_queue_group: Option<String>,
+    nats_audit_subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +87,7 @@ pub struct Config {
     pub default_project: String,
     pub auth_failure_burst: u32,
     pub auth_failure_per_minute: u32,
+    pub nats: Option<crate::nats::NatsSettings>,
 }
 
 impl std::fmt::Debug for Config {
@@ -127,6 +138,7 @@ impl Config {
             Some(path) => (PathBuf::from(path), true),
         };
         let auth = crate::auth::settings::load(&config_path, config_required, env, &mut errors);
+        let nats = nats_settings(&raw, &auth, &mut errors);
         let mut p = Parser {
             errors: &mut errors,
         };
@@ -298,6 +310,7 @@ impl Config {
                 (Some(auth_failure_burst), Some(auth_failure_per_minute)),
                 Some(keyring),
             ) if errors.is_empty() => Ok(Config {
+                nats,
                 master_key_previous,
                 keyring,
                 auth,
@@ -414,6 +427,77 @@ impl Parser<'_> {
             },
         }
     }
+}
+
+fn nats_settings(
+    raw: &RawEnv,
+    auth: &AuthSettings,
+    errors: &mut Vec<String>,
+) -> Option<crate::nats::NatsSettings> {
+    let url = raw
+        .nats_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())?;
+    if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+        errors.push("`NATS_URL` must start with `nats://` or `tls://`".into());
+    }
+    let password = match (
+        &raw.nats_password,
+        raw.nats_password_file.as_deref().filter(|f| !f.is_empty()),
+    ) {
+        (Some(_), Some(_)) => {
+            errors.push("set only one of `NATS_PASSWORD` and `NATS_PASSWORD_FILE`".into());
+            None
+        }
+        (Some(p), None) => Some(p.clone()),
+        (None, Some(f)) => match std::fs::read_to_string(f) {
+            Ok(t) => Some(SecretString::from(
+                t.trim_end_matches(['\n', '\r']).to_string(),
+            )),
+            Err(e) => {
+                errors.push(format!(
+                    "`NATS_PASSWORD_FILE` could not be read ({f}): {}",
+                    e.kind()
+                ));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let tls_required = match raw
+        .nats_tls
+        .as_deref()
+        .map(|s| s.trim().to_ascii_lowercase())
+    {
+        None => url.starts_with("tls://"),
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) if v == "false" || v == "0" || v.is_empty() => url.starts_with("tls://"),
+        Some(v) => {
+            errors.push(format!("`NATS_TLS` must be `true` or `false` (got `{v}`)"));
+            false
+        }
+    };
+    let non_empty = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    Some(crate::nats::NatsSettings {
+        url: url.to_string(),
+        user: non_empty(&raw.nats_user),
+        password,
+        creds_file: non_empty(&raw.nats_creds_file),
+        tls_required,
+        ca_file: non_empty(&raw.nats_ca_file),
+        request_subject: non_empty(&raw.nats_request_subject)
+            .unwrap_or_else(|| "vault.requests".into()),
+        queue_group: non_empty(&raw.nats_queue_group).unwrap_or_else(|| "secret-manager".into()),
+        audit_subject: non_empty(&raw.nats_audit_subject),
+        acl: auth.nats_acl.clone(),
+        max_payload: 0,
+    })
 }
 
 fn valid_db_name(name: &str) -> bool {

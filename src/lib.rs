@@ -4,6 +4,7 @@ pub mod bench;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod nats;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

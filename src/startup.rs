@@ -26,6 +26,8 @@ pub struct Application {
 pub enum StartupError {
     #[error("cannot reach MongoDB (check `MONGO_URI`, and that the server runs): {0}")]
     Database(#[from] store::StoreError),
+    #[error("cannot start the NATS bridge: {0}")]
+    Nats(String),
     #[error("cannot load the keyring: {0}")]
     Keyring(#[from] crate::crypto::KeyringError),
     #[error("cannot listen on {addr}: {source}")]
@@ -78,6 +80,18 @@ impl Application {
             max_body_bytes: config.max_body_bytes(),
             trust_proxy_headers: config.trust_proxy_headers,
         });
+        if let Some(mut nats) = config.nats.clone() {
+            nats.max_payload = config.max_body_bytes();
+            let audit_subject = nats.audit_subject.clone();
+            match crate::nats::spawn(state.vault.clone(), nats).await {
+                Ok(client) => {
+                    if let Some(subject) = audit_subject {
+                        state.vault.publish_audit_to(client, subject);
+                    }
+                }
+                Err(e) => return Err(StartupError::Nats(e)),
+            }
+        }
         let server = run(listener, state, &config)?;
         tracing::info!(port, key_id = %config.master_key.key_id(), "secret-manager listening");
         Ok(Self { port, server })

@@ -18,6 +18,22 @@ pub struct FileConfig {
     pub services: Vec<ServiceEntry>,
     #[serde(default)]
     pub audit: Option<AuditEntry>,
+    #[serde(default)]
+    pub nats: Option<NatsEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsEntry {
+    #[serde(default)]
+    pub acl: Vec<AclEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclEntry {
+    pub subject: String,
+    pub operations: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +84,8 @@ pub struct AuthSettings {
     pub policies: PolicyEngine,
     pub audit_enabled: Option<bool>,
     pub audit_ttl_days: Option<u32>,
+    /// `nats.acl`: subject → allowed operations.
+    pub nats_acl: Vec<(String, std::collections::BTreeSet<String>)>,
 }
 
 pub fn valid_service_name(name: &str) -> bool {
@@ -170,7 +188,18 @@ fn build(
         }
     }
     let registry = ServiceRegistry::from_env(&enabled, env, errors);
+    let acl_entries: Vec<(String, Vec<String>)> = file
+        .nats
+        .as_ref()
+        .map(|n| {
+            n.acl
+                .iter()
+                .map(|a| (a.subject.clone(), a.operations.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     AuthSettings {
+        nats_acl: crate::nats::parse_acl(&acl_entries, source, errors),
         registry,
         policies: PolicyEngine::new(rules),
         audit_enabled: file.audit.as_ref().and_then(|a| a.enabled),

@@ -100,6 +100,8 @@ pub struct Vault {
     policies: Arc<PolicyEngine>,
     limiter: Arc<FailureLimiter>,
     limits: Arc<Limits>,
+    /// Where every audit record is also published (NATS), when configured.
+    audit_publisher: Arc<std::sync::OnceLock<(async_nats::Client, String)>>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -125,11 +127,17 @@ impl Vault {
             policies: Arc::new(policies),
             limiter: Arc::new(limiter),
             limits: Arc::new(limits),
+            audit_publisher: Arc::default(),
         }
     }
 
     pub fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// Also publishes every audit record on `subject`.
+    pub fn publish_audit_to(&self, client: async_nats::Client, subject: String) {
+        let _ = self.audit_publisher.set((client, subject));
     }
 
     pub fn limits(&self) -> &Limits {
@@ -252,7 +260,19 @@ impl Vault {
             request_id: meta.request_id.clone(),
             error_code: error_code.map(str::to_string),
         };
-        self.audit_sink.write(record).await
+        let published = self.audit_publisher.get().map(|(client, subject)| {
+            (client.clone(), subject.clone(), serde_json::to_vec(&record))
+        });
+        self.audit_sink.write(record).await?;
+        if let Some((client, subject, Ok(json))) = published {
+            // Best effort, after the record is stored: the bus is a copy, not the trail.
+            tokio::spawn(async move {
+                if let Err(e) = client.publish(subject, json.into()).await {
+                    tracing::warn!(error = %e, "could not publish an audit record to NATS");
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Decodes and size-checks a caller's value.

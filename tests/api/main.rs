@@ -10,6 +10,7 @@ mod health;
 mod helpers;
 mod keys;
 mod named;
+mod nats;
 mod openapi;
 mod policies;
 mod scripts;

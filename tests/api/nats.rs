@@ -1,0 +1,534 @@
+//! The NATS request/reply bridge against a real nats-server.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use mongodb::bson::doc;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, spawn_app_with_config, Identity, TestApp};
+
+/// A nats-server of this test's own, stopped when dropped.
+struct NatsServer {
+    child: Child,
+    port: u16,
+}
+
+impl NatsServer {
+    fn start_on(port: u16) -> Self {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (scripts/test.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        Self::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn client(server: &NatsServer) -> async_nats::Client {
+    async_nats::connect(server.url())
+        .await
+        .expect("test client connects")
+}
+
+async fn ask(nc: &async_nats::Client, subject: &str, body: Value) -> Value {
+    ask_raw(nc, subject, body.to_string().into_bytes()).await
+}
+
+async fn ask_raw(nc: &async_nats::Client, subject: &str, body: Vec<u8>) -> Value {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(10),
+        nc.request(subject.to_string(), body.into()),
+    )
+    .await
+    .expect("answered in time")
+    .expect("a reply");
+    serde_json::from_slice(&msg.payload).expect("JSON reply")
+}
+
+fn with_id(app: &TestApp, mut body: Value) -> Value {
+    body["service"] = json!(app.identity.service);
+    body["token"] = json!(app.identity.token);
+    body
+}
+
+fn assert_error(reply: &Value, code: &str) {
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert_eq!(reply["code"], code, "{reply}");
+    assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+const SUBJECT: &str = "vault.requests";
+
+#[tokio::test]
+async fn every_operation_works_and_is_audited_on_the_nats_channel() {
+    let server = NatsServer::start();
+    let app = spawn_app_with(&[("NATS_URL", &server.url())]).await;
+    let nc = client(&server).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let set = ask(
+        &nc,
+        SUBJECT,
+        with_id(
+            &app,
+            json!({ "operation": "set", "key": "agents/openai-key", "value": "sk-1" }),
+        ),
+    )
+    .await;
+    assert_eq!(set["status"], "success", "{set}");
+    assert_eq!(set["data"]["version"], 1);
+    let again = ask(
+        &nc,
+        SUBJECT,
+        with_id(
+            &app,
+            json!({ "operation": "set", "key": "agents/openai-key", "value": "sk-2" }),
+        ),
+    )
+    .await;
+    assert_eq!(
+        again["data"]["version"], 2,
+        "set on an existing key writes a new version"
+    );
+    let bin = ask(
+        &nc,
+        SUBJECT,
+        with_id(
+            &app,
+            json!({ "operation": "set", "key": "agents/blob", "value_b64": "AP8=" }),
+        ),
+    )
+    .await;
+    assert_eq!(bin["data"]["value_b64"], "AP8=");
+    let got = ask(
+        &nc,
+        SUBJECT,
+        with_id(
+            &app,
+            json!({ "operation": "get", "key": "agents/openai-key" }),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (got["data"]["value"].clone(), got["data"]["version"].clone()),
+        (json!("sk-2"), json!(2))
+    );
+    let old = ask(
+        &nc,
+        SUBJECT,
+        with_id(
+            &app,
+            json!({ "operation": "get", "key": "agents/openai-key", "version": 1 }),
+        ),
+    )
+    .await;
+    assert_eq!(old["data"]["value"], "sk-1");
+    let list = ask(
+        &nc,
+        SUBJECT,
+        with_id(&app, json!({ "operation": "list", "key": "agents" })),
+    )
+    .await;
+    let paths: Vec<&str> = list["data"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["path"].as_str().expect("p"))
+        .collect();
+    assert_eq!(paths, ["blob", "openai-key"]);
+    assert!(!list.to_string().contains("sk-2"), "lists carry no values");
+    let status = ask(
+        &nc,
+        SUBJECT,
+        with_id(&app, json!({ "operation": "status" })),
+    )
+    .await;
+    assert_eq!(
+        (
+            status["data"]["status"].clone(),
+            status["data"]["caller"].clone()
+        ),
+        (json!("healthy"), json!("tester"))
+    );
+    let deleted = ask(
+        &nc,
+        SUBJECT,
+        with_id(
+            &app,
+            json!({ "operation": "delete", "key": "agents/openai-key" }),
+        ),
+    )
+    .await;
+    assert_eq!(deleted["status"], "success");
+    assert_error(
+        &ask(
+            &nc,
+            SUBJECT,
+            with_id(
+                &app,
+                json!({ "operation": "get", "key": "agents/openai-key" }),
+            ),
+        )
+        .await,
+        "secret_not_found",
+    );
+    assert_error(
+        &ask(
+            &nc,
+            SUBJECT,
+            with_id(&app, json!({ "operation": "rotate" })),
+        )
+        .await,
+        "forbidden",
+    );
+
+    let records = app
+        .audit_logs()
+        .count_documents(doc! { "channel": "nats", "actor": "tester" })
+        .await
+        .expect("count");
+    assert!(records >= 10, "every operation audited: {records}");
+    let leaked = app
+        .audit_logs()
+        .count_documents(
+            doc! { "$or": [{ "value": { "$exists": true } }, { "token": { "$exists": true } }] },
+        )
+        .await
+        .expect("count");
+    assert_eq!(leaked, 0);
+}
+
+#[tokio::test]
+async fn bad_tokens_malformed_and_oversize_messages_get_error_replies_and_serving_continues() {
+    let server = NatsServer::start();
+    let app = spawn_app_with(&[
+        ("NATS_URL", &server.url()),
+        ("MAX_SECRET_BYTES", "64"),
+        ("AUTH_FAILURE_BURST", "0"),
+    ])
+    .await;
+    let nc = client(&server).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cases: [(&str, Vec<u8>, &str); 8] = [
+        (
+            "bad token",
+            json!({ "operation": "status", "service": "tester", "token": "wrong-token-xxxxxxxx" })
+                .to_string()
+                .into_bytes(),
+            "unauthorized",
+        ),
+        (
+            "no credentials",
+            json!({ "operation": "status" }).to_string().into_bytes(),
+            "unauthorized",
+        ),
+        ("not JSON", b"{{{ nope".to_vec(), "invalid_json"),
+        (
+            "unknown field",
+            with_id(
+                &app,
+                json!({ "operation": "get", "key": "a/b", "colour": "red" }),
+            )
+            .to_string()
+            .into_bytes(),
+            "invalid_request",
+        ),
+        (
+            "unknown operation",
+            with_id(&app, json!({ "operation": "explode" }))
+                .to_string()
+                .into_bytes(),
+            "unknown_operation",
+        ),
+        (
+            "missing key",
+            with_id(&app, json!({ "operation": "get" }))
+                .to_string()
+                .into_bytes(),
+            "missing_field",
+        ),
+        (
+            "missing value",
+            with_id(&app, json!({ "operation": "set", "key": "a/b" }))
+                .to_string()
+                .into_bytes(),
+            "invalid_value",
+        ),
+        (
+            "oversize",
+            with_id(
+                &app,
+                json!({ "operation": "set", "key": "a/b", "value": "x".repeat(10_000) }),
+            )
+            .to_string()
+            .into_bytes(),
+            "payload_too_large",
+        ),
+    ];
+    for (case, body, code) in cases {
+        let reply = ask_raw(&nc, SUBJECT, body).await;
+        assert_error(&reply, code);
+        assert!(
+            !reply.to_string().contains("wrong-token"),
+            "{case}: token echoed"
+        );
+    }
+    let ok = ask(
+        &nc,
+        SUBJECT,
+        with_id(&app, json!({ "operation": "status" })),
+    )
+    .await;
+    assert_eq!(ok["status"], "success", "still serving");
+}
+
+#[tokio::test]
+async fn acl_subjects_limit_operations_on_top_of_policies() {
+    let server = NatsServer::start();
+    let yaml =
+        "nats:\n  acl:\n    - subject: agents.readonly\n      operations: [get, list, status]\n";
+    let app = spawn_app_with_config(yaml, &[("NATS_URL", &server.url())]).await;
+    let nc = client(&server).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ask(
+        &nc,
+        SUBJECT,
+        with_id(
+            &app,
+            json!({ "operation": "set", "key": "p/k", "value": "v" }),
+        ),
+    )
+    .await;
+
+    let denied = ask(
+        &nc,
+        "agents.readonly",
+        with_id(
+            &app,
+            json!({ "operation": "set", "key": "p/k", "value": "w" }),
+        ),
+    )
+    .await;
+    assert_error(&denied, "forbidden");
+    assert!(denied["message"]
+        .as_str()
+        .expect("m")
+        .contains("'set' is not allowed on subject 'agents.readonly'"));
+    let read = ask(
+        &nc,
+        "agents.readonly",
+        with_id(&app, json!({ "operation": "get", "key": "p/k" })),
+    )
+    .await;
+    assert_eq!(read["data"]["value"], "v");
+    let other = Identity::new("stranger");
+    let unauth = ask(
+        &nc,
+        "agents.readonly",
+        json!({ "operation": "get", "key": "p/k", "service": other.service, "token": other.token }),
+    )
+    .await;
+    assert_error(&unauth, "unauthorized");
+}
+
+#[tokio::test]
+async fn bad_acl_operations_refuse_to_start() {
+    let file = tempfile::NamedTempFile::new().expect("temp");
+    std::fs::write(
+        file.path(),
+        "nats: {acl: [{subject: a.b, operations: [get, fly]}]}",
+    )
+    .expect("write");
+    let err = secret_manager::config::Config::from_pairs([
+        ("MASTER_KEY", "0123456789abcdef0123456789abcdef".to_string()),
+        ("CONFIG_FILE", file.path().display().to_string()),
+    ])
+    .expect_err("invalid");
+    assert!(
+        err.to_string()
+            .contains("nats.acl subject `a.b`: unknown operation `fly`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_in_one_queue_group_answer_each_request_exactly_once() {
+    let server = NatsServer::start();
+    let a = spawn_app_with(&[("NATS_URL", &server.url())]).await;
+    let b = spawn_app_with(&[
+        ("NATS_URL", &server.url()),
+        ("MONGO_DB", &a.db_name),
+        ("MASTER_KEY", &a.master_key),
+        ("TOKEN_tester", &a.identity.token),
+    ])
+    .await;
+    let _ = &b;
+    let nc = client(&server).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut replies = nc.subscribe("test.replies.>").await.expect("subscribe");
+    for i in 0..40 {
+        let body = with_id(&a, json!({ "operation": "status" })).to_string();
+        nc.publish_with_reply(SUBJECT, format!("test.replies.{i}"), body.into())
+            .await
+            .expect("publish");
+    }
+    nc.flush().await.expect("flush");
+    let mut counts = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        *counts.entry(msg.subject.to_string()).or_insert(0) += 1;
+        if counts.len() == 40 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            while let Ok(Some(extra)) =
+                tokio::time::timeout(Duration::from_millis(100), replies.next()).await
+            {
+                *counts.entry(extra.subject.to_string()).or_insert(0) += 1;
+            }
+            break;
+        }
+    }
+    assert_eq!(counts.len(), 40, "every request answered");
+    assert!(counts.values().all(|n| *n == 1), "exactly once: {counts:?}");
+    let audited = a
+        .audit_logs()
+        .count_documents(doc! { "action": "nats_status" })
+        .await
+        .expect("count");
+    assert_eq!(audited, 40, "one replica handled each request");
+}
+
+#[tokio::test]
+async fn requests_without_a_reply_inbox_are_dropped_and_counted() {
+    let server = NatsServer::start();
+    let app = spawn_app_with(&[("NATS_URL", &server.url())]).await;
+    let nc = client(&server).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        nc.publish(
+            SUBJECT,
+            with_id(&app, json!({ "operation": "status" }))
+                .to_string()
+                .into(),
+        )
+        .await
+        .expect("publish");
+    }
+    nc.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = ask(
+        &nc,
+        SUBJECT,
+        with_id(&app, json!({ "operation": "status" })),
+    )
+    .await;
+    assert_eq!(status["data"]["dropped_without_reply"], 3);
+}
+
+#[tokio::test]
+async fn the_bridge_reconnects_after_a_server_restart_and_http_never_depends_on_it() {
+    let mut server = NatsServer::start();
+    let port = server.port;
+    let app = spawn_app_with(&[("NATS_URL", &server.url())]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        let nc = client(&server).await;
+        let ok = ask(
+            &nc,
+            SUBJECT,
+            with_id(&app, json!({ "operation": "status" })),
+        )
+        .await;
+        assert_eq!(ok["status"], "success");
+    }
+    server.stop();
+    assert_eq!(
+        app.get("/health/ready").await.status,
+        200,
+        "HTTP unaffected while NATS is down"
+    );
+    let id = app.create(b"http-still-works").await;
+    assert_eq!(app.fetch(&id).await.status, 200);
+
+    let server = NatsServer::start_on(port);
+    let nc = client(&server).await;
+    let mut answered = false;
+    for _ in 0..60 {
+        let body = with_id(&app, json!({ "operation": "status" })).to_string();
+        if let Ok(Ok(msg)) =
+            tokio::time::timeout(Duration::from_millis(500), nc.request(SUBJECT, body.into())).await
+        {
+            let v: Value = serde_json::from_slice(&msg.payload).expect("json");
+            answered = v["status"] == "success";
+            if answered {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(answered, "the bridge resubscribed by itself");
+}
+
+#[tokio::test]
+async fn http_starts_and_serves_when_nats_is_unreachable() {
+    let app = spawn_app_with(&[("NATS_URL", "nats://127.0.0.1:1")]).await;
+    assert_eq!(app.get("/health/ready").await.status, 200);
+    let id = app.create(b"x").await;
+    assert_eq!(app.fetch(&id).await.status, 200);
+}
+
+#[tokio::test]
+async fn audit_records_are_published_to_the_audit_subject_without_values() {
+    let server = NatsServer::start();
+    let app = spawn_app_with(&[
+        ("NATS_URL", &server.url()),
+        ("NATS_AUDIT_SUBJECT", "vault.audit"),
+    ])
+    .await;
+    let nc = client(&server).await;
+    let mut audit = nc.subscribe("vault.audit").await.expect("subscribe");
+    nc.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = app.create(b"published-value").await;
+    let msg = tokio::time::timeout(Duration::from_secs(5), audit.next())
+        .await
+        .expect("in time")
+        .expect("a record");
+    let record: Value = serde_json::from_slice(&msg.payload).expect("json");
+    assert_eq!(record["action"], "create");
+    assert_eq!(record["secret_id"], id);
+    let text = String::from_utf8_lossy(&msg.payload);
+    assert!(!text.contains("published-value") && !text.contains(&app.identity.token));
+}
