@@ -5,6 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Servers the suite starts for itself: HAProxy (cluster tests), nats-server (NATS tests).
+missing=()
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}" >&2
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 state=$(mktemp -d "${TMPDIR:-/tmp}/secret-manager-test.XXXXXX")
 cleanup() {
   scripts/db.sh stop "$state/db" || true
@@ -15,8 +27,6 @@ trap cleanup EXIT INT TERM
 MONGO_URI=$(scripts/db.sh start "$state/db")
 export MONGO_URI
 
-# The suite runs the release-free debug binary for the CLI and start-up tests.
-cargo build --bins --quiet
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"

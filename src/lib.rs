@@ -1,6 +1,7 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;

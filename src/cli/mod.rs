@@ -1,0 +1,351 @@
+//! The command line: server subcommands and the HTTP client.
+
+pub mod client;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::startup::Application;
+use crate::telemetry;
+use client::{Client, Conn, KeyCommand};
+
+#[derive(Parser)]
+#[command(
+    name = "secret-manager",
+    version,
+    about = "Encrypted, audited secrets service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (configured from the environment and `.env`).
+    Serve,
+    /// Exit 0 when the local service answers `/health/live` (for container health checks).
+    Healthcheck {
+        /// Port to check; defaults to `PORT` or 8000.
+        #[arg(long, env = "PORT", default_value_t = 8000)]
+        port: u16,
+    },
+    /// Load-test a running service: create, fetch or a mix, with latency percentiles.
+    Bench(crate::bench::BenchArgs),
+    /// The database ceiling: exactly the database work of each request, no service.
+    BenchDb(crate::bench::DbBenchArgs),
+    /// Store a secret under a new UUID; prints the id. VALUE, @FILE or - (stdin).
+    Create {
+        #[command(flatten)]
+        conn: Conn,
+        value: String,
+    },
+    /// Print the value of a secret by UUID.
+    Fetch {
+        #[command(flatten)]
+        conn: Conn,
+        secret_id: String,
+    },
+    /// Print the value of project/path (or `--version N`).
+    Get {
+        #[command(flatten)]
+        conn: Conn,
+        key: String,
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// Create project/path with a value: VALUE, @FILE or - (stdin).
+    Put {
+        #[command(flatten)]
+        conn: Conn,
+        key: String,
+        value: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long = "type")]
+        kind: Option<String>,
+    },
+    /// Write a new version of project/path: VALUE, @FILE or - (stdin).
+    Patch {
+        #[command(flatten)]
+        conn: Conn,
+        key: String,
+        value: String,
+        /// Only if this is still the current version.
+        #[arg(long)]
+        expected_version: Option<i64>,
+    },
+    /// Delete project/path (restorable for DELETE_RECOVERY_DAYS).
+    Delete {
+        #[command(flatten)]
+        conn: Conn,
+        key: String,
+    },
+    /// Restore a deleted project/path.
+    Restore {
+        #[command(flatten)]
+        conn: Conn,
+        key: String,
+    },
+    /// List secrets (values redacted).
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Version history of project/path.
+    Versions {
+        #[command(flatten)]
+        conn: Conn,
+        key: String,
+    },
+    /// Data keys: rotate, rewrap, status (admin).
+    Key {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Check the service is ready and the credentials work.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Run a command with secrets in its environment (never printed).
+    Run {
+        #[command(flatten)]
+        conn: Conn,
+        /// ENV=project/path; repeat for several.
+        #[arg(long = "secret", required = true)]
+        secrets: Vec<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a new random master key (base64 of 32 bytes).
+    Keygen {
+        /// Write the key to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => serve(),
+        Command::Keygen { file } => keygen(file),
+        Command::Healthcheck { port } => healthcheck(port),
+        Command::Bench(args) => bench(args.load.json, crate::bench::run_http(args)),
+        Command::BenchDb(args) => bench(args.load.json, crate::bench::run_db(args)),
+        other => client_command(other),
+    }
+}
+
+fn serve() -> ExitCode {
+    // `.env` in the working directory first; the real environment wins.
+    let _ = dotenvy::dotenv();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("secret-manager: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let result = actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config).await?;
+        app.run_until_stopped().await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("secret-manager stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "secret-manager failed");
+            eprintln!("secret-manager: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(file: Option<PathBuf>) -> ExitCode {
+    let key = MasterKey::generate();
+    let text = key.to_base64();
+    let result = match file {
+        None => writeln!(std::io::stdout(), "{}", text.as_str()),
+        Some(path) => write_private(&path, text.as_bytes()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("secret-manager keygen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.write_all(b"\n")
+}
+
+/// A dependency-free probe so the runtime image needs no curl.
+fn healthcheck(port: u16) -> ExitCode {
+    use std::io::Read as _;
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let probe = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET /health/live HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("unhealthy: /health/live did not answer 200");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(
+    json: bool,
+    run: impl std::future::Future<Output = Result<crate::bench::Summary, String>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("secret-manager bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(summary) => {
+            crate::bench::print(&summary, json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("secret-manager bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn client_command(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("secret-manager: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let conn = match &command {
+            Command::Create { conn, .. }
+            | Command::Fetch { conn, .. }
+            | Command::Get { conn, .. }
+            | Command::Put { conn, .. }
+            | Command::Patch { conn, .. }
+            | Command::Delete { conn, .. }
+            | Command::Restore { conn, .. }
+            | Command::List { conn, .. }
+            | Command::Versions { conn, .. }
+            | Command::Key { conn, .. }
+            | Command::Status { conn }
+            | Command::Run { conn, .. } => conn.clone(),
+            _ => return ExitCode::from(2),
+        };
+        let client = match Client::new(&conn) {
+            Ok(c) => c,
+            Err(f) => return f.exit(),
+        };
+        let result = match command {
+            Command::Create { value, .. } => client.create(&value).await,
+            Command::Fetch { secret_id, .. } => client.fetch(&secret_id).await,
+            Command::Get { key, version, .. } => client.get(&key, version).await,
+            Command::Put {
+                key,
+                value,
+                description,
+                tags,
+                kind,
+                ..
+            } => client.put(&key, &value, description, tags, kind).await,
+            Command::Patch {
+                key,
+                value,
+                expected_version,
+                ..
+            } => client.patch(&key, &value, expected_version).await,
+            Command::Delete { key, .. } => client.delete(&key).await,
+            Command::Restore { key, .. } => client.restore(&key).await,
+            Command::List {
+                project,
+                prefix,
+                limit,
+                cursor,
+                all,
+                ..
+            } => client.list(project, prefix, limit, cursor, all).await,
+            Command::Versions { key, .. } => client.versions(&key).await,
+            Command::Key { command, .. } => client.key(command).await,
+            Command::Status { .. } => client.status().await,
+            Command::Run {
+                secrets, command, ..
+            } => {
+                return match client::run(&client, &secrets, &command).await {
+                    Ok(code) => code,
+                    Err(f) => f.exit(),
+                };
+            }
+            _ => return ExitCode::from(2),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => f.exit(),
+        }
+    })
+}
