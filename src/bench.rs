@@ -427,5 +427,7 @@ pub async fn run_db(args: DbBenchArgs) -> Result<Summary, String> {
     });
     let summary = drive(target, &args.load, "db-ceiling".into()).await;
     let _ = db.drop().await;
+    // Close the pool before the runtime goes, so no driver task outlives it.
+    client.shutdown().await;
     summary
 }
