@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Servers the suite starts for itself: HAProxy (cluster tests), nats-server (NATS tests).
+# What the suite starts for itself: HAProxy (cluster tests), nats-server (NATS
+# tests), headless Chromium (Swagger UI test).
 missing=()
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
@@ -19,7 +21,8 @@ fi
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/secret-manager-test.XXXXXX")
 cleanup() {
-  scripts/db.sh stop "$state/db" || true
+  # Quietly: the test runner's summary stays the last thing printed.
+  scripts/db.sh stop "$state/db" 2>/dev/null || true
   rm -rf "$state"
 }
 trap cleanup EXIT INT TERM

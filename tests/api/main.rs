@@ -1,6 +1,7 @@
 mod audit;
 mod auth;
 mod binary;
+mod browser;
 mod cli;
 mod cluster;
 mod create_fetch;
