@@ -11,18 +11,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::helpers::{mongo_uri, unique_db_name};
+use crate::helpers::{free_port, mongo_uri, unique_db_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_secret-manager");
 const TOKEN: &str = "cluster-test-token-5f1a9e";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// A cluster of its own, torn down when dropped.
 struct Cluster {

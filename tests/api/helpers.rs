@@ -267,3 +267,12 @@ pub async fn spawn_app_with_config(yaml: &str, extra: &[(&str, &str)]) -> TestAp
     // The file is read at start-up only.
     spawn_app_with(&all).await
 }
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

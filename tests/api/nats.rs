@@ -33,12 +33,7 @@ impl NatsServer {
     }
 
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        Self::start_on(port)
+        Self::start_on(crate::helpers::free_port())
     }
 
     fn url(&self) -> String {

@@ -162,17 +162,6 @@ async fn failures_exit_non_zero_with_the_servers_message_or_usage() {
                 1,
                 "401: missing or invalid service credentials",
             ),
-            (
-                "ignored",
-                script(
-                    "create_secret.sh",
-                    &("http://127.0.0.1:1".into(), url.1.clone()),
-                    &["v"],
-                    None,
-                ),
-                1,
-                "cannot reach",
-            ),
         ]
     })
     .await
