@@ -105,7 +105,7 @@ up() {
     [ -f "$DIR/master_key" ] || (umask 077; head -c 32 /dev/urandom | base64 >"$DIR/master_key")
     echo "MASTER_KEY_FILE=$DIR/master_key" >>"$DIR/env"
   fi
-  if ! env | grep -q '^TOKEN_' && [ -z "${CONFIG_FILE:-}" ]; then
+  if [ -z "$(compgen -e TOKEN_ || true)" ] && [ -z "${CONFIG_FILE:-}" ]; then
     echo "ALLOWED_SERVICES=bench" >>"$DIR/env"
     echo "ALLOW_bench=*" >>"$DIR/env"
     echo "TOKEN_bench=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')" >>"$DIR/env"
