@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 examples=${1:-30}
 command -v schemathesis >/dev/null 2>&1 || python3 -m pip install -q schemathesis
+# pip's console scripts land beside the interpreter, which may not be on PATH yet.
+PATH="$PATH:$(python3 -c 'import os, sys; print(os.path.dirname(sys.executable))')"
 cargo build --quiet --bin secret-manager
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/secret-manager-fuzz.XXXXXX")
