@@ -28,10 +28,9 @@ impl Vault {
             );
             return Err(self.fail(OP, meta, e, target).await);
         }
-        let records = match audit::query(self.db(), &filter).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.fail(OP, meta, e.into(), target).await),
-        };
+        let records = self
+            .or_fail(OP, meta, target, audit::query(self.db(), &filter).await)
+            .await?;
         self.audit_success(OP, meta, target).await?;
         Ok(records)
     }

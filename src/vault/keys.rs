@@ -65,10 +65,14 @@ impl Vault {
                 .fail(OP, meta, ApiError::internal(&e), Target::default())
                 .await);
         }
-        let counts = match secrets::versions_per_key(self.db()).await {
-            Ok(c) => c,
-            Err(e) => return Err(self.fail(OP, meta, e.into(), Target::default()).await),
-        };
+        let counts = self
+            .or_fail(
+                OP,
+                meta,
+                Target::default(),
+                secrets::versions_per_key(self.db()).await,
+            )
+            .await?;
         let active = self.keyring().active_id();
         let keys = self
             .keyring()

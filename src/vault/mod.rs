@@ -207,6 +207,20 @@ impl Vault {
         self.policies.is_allowed(meta.actor(), action, resource)
     }
 
+    /// Passes `Ok` through; audits an `Err` as a failure of `op` and hands it back.
+    pub async fn or_fail<T, E: Into<ApiError>>(
+        &self,
+        op: &'static str,
+        meta: &RequestMeta,
+        target: Target<'_>,
+        result: Result<T, E>,
+    ) -> Result<T, ApiError> {
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.fail(op, meta, e.into(), target).await),
+        }
+    }
+
     /// Audits a failed operation and hands its error back.
     pub async fn fail(
         &self,

@@ -152,15 +152,17 @@ impl Vault {
         let target = Target::path(new.project, new.path);
         let checked = check_metadata(&new.description, &new.tags, &new.kind)
             .and_then(|_| self.decode_value(new.value, "value"));
-        let plaintext = match checked {
-            Ok(p) => p,
-            Err(e) => return Err(self.fail(OP, meta, e, target).await),
-        };
+        let plaintext = self.or_fail(OP, meta, target, checked).await?;
         let id = uuid::Uuid::new_v4().to_string();
-        let mut doc = match self.seal_version(&id, 1, &plaintext, meta.actor()) {
-            Ok(v) => self.new_doc(&id, new.project, new.path, v),
-            Err(e) => return Err(self.fail(OP, meta, e, target).await),
-        };
+        let first = self
+            .or_fail(
+                OP,
+                meta,
+                target,
+                self.seal_version(&id, 1, &plaintext, meta.actor()),
+            )
+            .await?;
+        let mut doc = self.new_doc(&id, new.project, new.path, first);
         doc.description = new.description;
         doc.tags = new.tags;
         doc.kind = new.kind;
@@ -224,10 +226,9 @@ impl Vault {
             version: Some(v.version),
             ..target
         };
-        let value = match self.open(&found.id, v).await {
-            Ok(p) => p,
-            Err(e) => return Err(self.fail(OP, meta, e, target).await),
-        };
+        let value = self
+            .or_fail(OP, meta, target, self.open(&found.id, v).await)
+            .await?;
         self.audit_success(OP, meta, target).await?;
         Ok(SecretRecord {
             value,
@@ -260,10 +261,9 @@ impl Vault {
         self.authorize_path(OP, meta, Action::Write, project, path)
             .await?;
         let target = Target::path(project, path);
-        let plaintext = match self.decode_value(value, "value") {
-            Ok(p) => p,
-            Err(e) => return Err(self.fail(OP, meta, e, target).await),
-        };
+        let plaintext = self
+            .or_fail(OP, meta, target, self.decode_value(value, "value"))
+            .await?;
         for attempt in 0..CAS_ATTEMPTS {
             let current =
                 match secrets::find_live(self.db(), Locator::Path { project, path }, None).await {
@@ -295,10 +295,14 @@ impl Vault {
                 version: Some(next),
                 ..target
             };
-            let version = match self.seal_version(&current.id, next, &plaintext, meta.actor()) {
-                Ok(v) => v,
-                Err(e) => return Err(self.fail(OP, meta, e, target).await),
-            };
+            let version = self
+                .or_fail(
+                    OP,
+                    meta,
+                    target,
+                    self.seal_version(&current.id, next, &plaintext, meta.actor()),
+                )
+                .await?;
             match secrets::append_version(
                 self.db(),
                 &current.id,
@@ -466,20 +470,20 @@ impl Vault {
             }
             cursor.map(decode_cursor).transpose()
         })();
-        let mut after = match checked {
-            Ok(after) => after,
-            Err(e) => return Err(self.fail(OP, meta, e, target).await),
-        };
+        let mut after = self.or_fail(OP, meta, target, checked).await?;
         let mut items = Vec::new();
         let mut exhausted = false;
         // Bounded: a caller that may list little of a large project gets short pages.
         for _ in 0..20 {
             let after_ref = after.as_ref().map(|(p, q)| (p.as_str(), q.as_str()));
-            let batch = match secrets::list_page(self.db(), project, prefix, after_ref, limit).await
-            {
-                Ok(b) => b,
-                Err(e) => return Err(self.fail(OP, meta, e.into(), target).await),
-            };
+            let batch = self
+                .or_fail(
+                    OP,
+                    meta,
+                    target,
+                    secrets::list_page(self.db(), project, prefix, after_ref, limit).await,
+                )
+                .await?;
             exhausted = (batch.len() as i64) < limit;
             for item in batch {
                 after = Some((item.project.clone(), item.path.clone()));

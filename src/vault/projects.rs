@@ -55,10 +55,9 @@ impl Vault {
     /// The projects the caller may `list`.
     pub async fn list_projects(&self, meta: &RequestMeta) -> Result<Vec<ProjectDoc>, ApiError> {
         const OP: &str = "project_list";
-        let all = match projects::list(self.db()).await {
-            Ok(all) => all,
-            Err(e) => return Err(self.fail(OP, meta, e.into(), Target::default()).await),
-        };
+        let all = self
+            .or_fail(OP, meta, Target::default(), projects::list(self.db()).await)
+            .await?;
         let visible = all
             .into_iter()
             .filter(|p| self.may(meta, Action::List, &project_resource(&p.name)))

@@ -30,14 +30,23 @@ impl Vault {
             target,
         )
         .await?;
-        let plaintext = match self.decode_value(Value::Base64(secret_b64), "secret") {
-            Ok(p) => p,
-            Err(e) => return Err(self.fail(OP, meta, e, target).await),
-        };
-        let doc = match self.seal_version(&id, 1, &plaintext, meta.actor()) {
-            Ok(v) => self.new_doc(&id, &project, &id, v),
-            Err(e) => return Err(self.fail(OP, meta, e, target).await),
-        };
+        let plaintext = self
+            .or_fail(
+                OP,
+                meta,
+                target,
+                self.decode_value(Value::Base64(secret_b64), "secret"),
+            )
+            .await?;
+        let first = self
+            .or_fail(
+                OP,
+                meta,
+                target,
+                self.seal_version(&id, 1, &plaintext, meta.actor()),
+            )
+            .await?;
+        let doc = self.new_doc(&id, &project, &id, first);
         self.persist_new(OP, meta, &doc).await?;
         Ok(id)
     }
@@ -49,10 +58,9 @@ impl Vault {
         meta: &RequestMeta,
     ) -> Result<Zeroizing<String>, ApiError> {
         const OP: &str = "fetch";
-        let id = match parse_secret_id(secret_id) {
-            Ok(id) => id,
-            Err(e) => return Err(self.fail(OP, meta, e, Target::default()).await),
-        };
+        let id = self
+            .or_fail(OP, meta, Target::default(), parse_secret_id(secret_id))
+            .await?;
         let found = match secrets::find_live(self.db(), Locator::Id(&id), None).await {
             Ok(Some(found)) => found,
             Ok(None) => {
@@ -74,10 +82,9 @@ impl Vault {
             let e = ApiError::internal(&format_args!("secret {id} has no versions"));
             return Err(self.fail(OP, meta, e, target).await);
         };
-        let plaintext = match self.open(&found.id, version).await {
-            Ok(p) => p,
-            Err(e) => return Err(self.fail(OP, meta, e, target).await),
-        };
+        let plaintext = self
+            .or_fail(OP, meta, target, self.open(&found.id, version).await)
+            .await?;
         self.audit_success(OP, meta, target).await?;
         Ok(Zeroizing::new(STANDARD.encode(plaintext.as_slice())))
     }
