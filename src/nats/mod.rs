@@ -3,7 +3,7 @@
 //! requests over the replicas. Same identities, policies, audit and error codes
 //! as HTTP; the HTTP side does not depend on it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -13,29 +13,13 @@ use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
+pub mod settings;
+
 use crate::error::ApiError;
 use crate::store::secrets::{self, Locator};
 use crate::vault::named::{NewSecret, SecretRecord, MAX_LIST_LIMIT};
 use crate::vault::{RequestMeta, Target, Value, Vault};
-
-pub const OPERATIONS: [&str; 6] = ["get", "set", "delete", "list", "rotate", "status"];
-
-/// NATS settings, from the environment and config.yaml `nats.acl`.
-#[derive(Debug, Clone)]
-pub struct NatsSettings {
-    pub url: String,
-    pub user: Option<String>,
-    pub password: Option<secrecy::SecretString>,
-    pub creds_file: Option<String>,
-    pub tls_required: bool,
-    pub ca_file: Option<String>,
-    pub request_subject: String,
-    pub queue_group: String,
-    pub audit_subject: Option<String>,
-    /// Subject → allowed operations.
-    pub acl: Vec<(String, BTreeSet<String>)>,
-    pub max_payload: usize,
-}
+pub use settings::{parse_acl, NatsSettings, OPERATIONS};
 
 /// One request on the bus.
 #[derive(Deserialize)]
@@ -374,34 +358,4 @@ pub async fn spawn(vault: Vault, settings: NatsSettings) -> Result<async_nats::C
         });
     }
     Ok(client)
-}
-
-/// Parses `nats.acl` entries, checking every operation name.
-pub fn parse_acl(
-    entries: &[(String, Vec<String>)],
-    source: &str,
-    errors: &mut Vec<String>,
-) -> Vec<(String, BTreeSet<String>)> {
-    let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for (subject, ops) in entries {
-        if subject.is_empty() || subject.contains(char::is_whitespace) {
-            errors.push(format!(
-                "{source}: nats.acl subject `{subject}` is not a valid subject"
-            ));
-        }
-        for op in ops {
-            if !OPERATIONS.contains(&op.as_str()) {
-                errors.push(format!(
-                    "{source}: nats.acl subject `{subject}`: unknown operation `{op}` (expected {})",
-                    OPERATIONS.join(", ")
-                ));
-            }
-        }
-        out.entry(subject.clone())
-            .or_default()
-            .extend(ops.iter().cloned());
-    }
-    let mut v: Vec<_> = out.into_iter().collect();
-    v.sort();
-    v
 }
