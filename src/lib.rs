@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dto;
 pub mod error;
 pub mod nats;
 pub mod startup;

@@ -82,15 +82,9 @@ impl Application {
         });
         if let Some(mut nats) = config.nats.clone() {
             nats.max_payload = config.max_body_bytes();
-            let audit_subject = nats.audit_subject.clone();
-            match crate::nats::spawn(state.vault.clone(), nats).await {
-                Ok(client) => {
-                    if let Some(subject) = audit_subject {
-                        state.vault.publish_audit_to(client, subject);
-                    }
-                }
-                Err(e) => return Err(StartupError::Nats(e)),
-            }
+            crate::nats::spawn(state.vault.clone(), nats)
+                .await
+                .map_err(StartupError::Nats)?;
         }
         let server = run(listener, state, &config)?;
         tracing::info!(port, key_id = %config.master_key.key_id(), "secret-manager listening");

@@ -2,14 +2,16 @@
 
 use actix_web::{get, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::ErrorBody;
 use super::identity::Caller;
 use super::AppState;
-use crate::error::{ApiError, ErrorBody};
-use crate::store::audit::{AuditFilter, AuditRecord};
+use crate::dto::{AuditEntry, AuditList};
+use crate::error::ApiError;
+use crate::vault::audit_query::{AuditQuery as Query, DEFAULT_AUDIT_LIMIT};
 
 #[derive(Deserialize, IntoParams)]
 pub struct AuditQuery {
@@ -20,48 +22,6 @@ pub struct AuditQuery {
     pub since: Option<DateTime<Utc>>,
     /// 1-1000, default 100. Newest first.
     pub limit: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AuditEntry {
-    pub ts: DateTime<Utc>,
-    pub action: String,
-    pub outcome: String,
-    pub channel: String,
-    pub actor: Option<String>,
-    pub secret_id: Option<String>,
-    pub project: Option<String>,
-    pub path: Option<String>,
-    pub version: Option<i64>,
-    pub client_ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub request_id: Option<String>,
-    pub error_code: Option<String>,
-}
-
-impl From<AuditRecord> for AuditEntry {
-    fn from(r: AuditRecord) -> Self {
-        Self {
-            ts: r.ts.to_chrono(),
-            action: r.action,
-            outcome: r.outcome,
-            channel: r.channel,
-            actor: r.actor,
-            secret_id: r.secret_id,
-            project: r.project,
-            path: r.path,
-            version: r.version,
-            client_ip: r.client_ip,
-            user_agent: r.user_agent,
-            request_id: r.request_id,
-            error_code: r.error_code,
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AuditList {
-    pub records: Vec<AuditEntry>,
 }
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -91,14 +51,14 @@ async fn read(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let filter = AuditFilter {
+    let query = Query {
         project: q.project,
         path: q.path,
         actor: q.actor,
-        since: q.since.map(mongodb::bson::DateTime::from_chrono),
-        limit: q.limit.unwrap_or(100),
+        since: q.since,
+        limit: q.limit.unwrap_or(DEFAULT_AUDIT_LIMIT),
     };
-    let records = state.vault.read_audit(&meta, filter).await?;
+    let records = state.vault.read_audit(&meta, query).await?;
     Ok(HttpResponse::Ok().json(AuditList {
         records: records.into_iter().map(AuditEntry::from).collect(),
     }))

@@ -1,20 +1,12 @@
 //! Health endpoints: open to all, no credentials.
 
 use actix_web::{get, web, HttpResponse};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::ErrorBody;
 use super::AppState;
-use crate::error::{ApiError, ErrorBody};
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct HealthResponse {
-    #[schema(example = "healthy")]
-    pub status: String,
-    #[schema(example = "secret-manager")]
-    pub service: String,
-}
+use crate::dto::HealthResponse;
+use crate::error::ApiError;
 
 fn healthy(status: &str) -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse {
@@ -51,6 +43,6 @@ async fn live() -> HttpResponse {
 )]
 #[get("/health/ready")]
 async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    crate::store::ping(state.vault.db()).await?;
+    state.vault.ready().await?;
     Ok(healthy("ready"))
 }

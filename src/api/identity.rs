@@ -7,11 +7,9 @@ use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 
 use super::{request_meta, AppState};
+use crate::dto::{SERVICE_HEADER, TOKEN_HEADER};
 use crate::error::ApiError;
 use crate::vault::RequestMeta;
-
-pub const SERVICE_HEADER: &str = "x-service";
-pub const TOKEN_HEADER: &str = "x-token";
 
 /// An authenticated service and where its request came from.
 pub struct Caller(pub RequestMeta);

@@ -1,6 +1,7 @@
 //! HTTP resources. Each module exports `configure`; `openapi` assembles the spec.
 
 pub mod audit;
+pub mod error;
 pub mod health;
 pub mod identity;
 pub mod openapi;
@@ -14,9 +15,9 @@ use actix_web::{web, HttpRequest};
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::current_request_id;
-use crate::vault::RequestMeta;
+use crate::vault::{Op, RequestMeta};
 
 /// Shared state, built once and handed to every worker.
 pub struct AppState {
@@ -49,6 +50,19 @@ pub fn request_meta(req: &HttpRequest, trust_proxy_headers: bool) -> RequestMeta
     }
 }
 
+/// Reads the JSON body, or refuses `op` (audited) when it cannot.
+pub async fn read_body<T: DeserializeOwned>(
+    state: &AppState,
+    meta: &RequestMeta,
+    op: Op,
+    req: &HttpRequest,
+    payload: web::Payload,
+    shape: &str,
+) -> Result<T, ApiError> {
+    let parsed = read_json(req, payload, state.max_body_bytes, shape).await;
+    state.vault.check(op, meta, parsed).await
+}
+
 /// Reads a JSON body of at most `limit` bytes. Errors never echo the body.
 /// `shape` describes the expected body for the error message.
 pub async fn read_json<T: DeserializeOwned>(
@@ -59,8 +73,8 @@ pub async fn read_json<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     check_content_type(req)?;
     let too_large = || {
-        ApiError::too_large(
-            "payload_too_large",
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
             format!("the request body must be at most {limit} bytes"),
         )
     };
@@ -75,7 +89,7 @@ pub async fn read_json<T: DeserializeOwned>(
     let mut body = zeroize::Zeroizing::new(Vec::with_capacity(declared.unwrap_or(256).min(limit)));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| {
-            ApiError::bad_request("invalid_body", "the request body could not be read")
+            ApiError::new(ErrorCode::InvalidBody, "the request body could not be read")
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -115,18 +129,18 @@ fn json_error(e: &serde_json::Error, shape: &str) -> ApiError {
                 .strip_prefix("missing field `")
                 .and_then(|t| t.split('`').next())
             {
-                Some(field) => ApiError::bad_request(
-                    "missing_field",
+                Some(field) => ApiError::new(
+                    ErrorCode::MissingField,
                     format!("the JSON body is missing the field `{field}`; expected {shape}"),
                 ),
-                None => ApiError::bad_request(
-                    "invalid_field",
+                None => ApiError::new(
+                    ErrorCode::InvalidField,
                     format!("a field of the JSON body has the wrong type; expected {shape}"),
                 ),
             }
         }
-        Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
-            "invalid_json",
+        Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+            ErrorCode::InvalidJson,
             format!("the request body is not valid JSON; expected {shape}"),
         ),
     }
@@ -134,14 +148,14 @@ fn json_error(e: &serde_json::Error, shape: &str) -> ApiError {
 
 /// Every unknown route gets the standard JSON error body.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found("route_not_found", "no such route"))
+    Err(ApiError::new(ErrorCode::RouteNotFound, "no such route"))
 }
 
 /// Query strings and path segments that do not parse get the standard 400 body.
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|_, _| {
-        ApiError::bad_request(
-            "invalid_query",
+        ApiError::new(
+            ErrorCode::InvalidQuery,
             "the query string has a bad or mistyped parameter",
         )
         .into()
@@ -150,6 +164,6 @@ pub fn query_config() -> web::QueryConfig {
 
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|_, _| {
-        ApiError::bad_request("invalid_path", "the URL path has a bad segment").into()
+        ApiError::new(ErrorCode::InvalidPath, "the URL path has a bad segment").into()
     })
 }

@@ -1,50 +1,15 @@
 //! `/api/projects`: register and list projects.
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::ErrorBody;
 use super::identity::Caller;
-use super::{read_json, AppState};
-use crate::error::{ApiError, ErrorBody};
-use crate::store::projects::ProjectDoc;
-use crate::vault::Target;
-
-#[derive(Deserialize, ToSchema)]
-pub struct CreateProjectRequest {
-    #[schema(example = "newsbot")]
-    pub name: String,
-    pub description: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ProjectResponse {
-    pub id: String,
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub created_by: String,
-}
-
-impl From<ProjectDoc> for ProjectResponse {
-    fn from(p: ProjectDoc) -> Self {
-        Self {
-            id: p.id,
-            name: p.name,
-            description: p.description,
-            created_at: p.created_at.to_chrono(),
-            created_by: p.created_by,
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ProjectList {
-    pub items: Vec<ProjectResponse>,
-}
+use super::{read_body, AppState};
+use crate::dto::{CreateProjectRequest, ProjectList, ProjectResponse};
+use crate::error::ApiError;
+use crate::vault::names::ProjectName;
+use crate::vault::Op;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(create).service(list);
@@ -75,18 +40,13 @@ async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let shape = "an object with `name` and optional `description`";
-    let r = match read_json::<CreateProjectRequest>(&req, body, state.max_body_bytes, shape).await {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(state
-                .vault
-                .fail("project_create", &meta, e, Target::default())
-                .await)
-        }
-    };
+    let r: CreateProjectRequest =
+        read_body(&state, &meta, Op::ProjectCreate, &req, body, shape).await?;
+    let name = ProjectName::parse(&r.name);
+    let name = state.vault.check(Op::ProjectCreate, &meta, name).await?;
     let project = state
         .vault
-        .create_project(&meta, &r.name, r.description)
+        .create_project(&meta, &name, r.description)
         .await?;
     Ok(HttpResponse::Created().json(ProjectResponse::from(project)))
 }

@@ -1,151 +1,41 @@
 //! Path-addressed secrets: `/api/secrets`, `/api/secrets/{project}/{path...}`.
 
 use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::ErrorBody;
 use super::identity::Caller;
-use super::{read_json, AppState};
-use crate::error::{ApiError, ErrorBody};
-use crate::vault::named::{NewSecret, SecretRecord};
-use crate::vault::{Target, Value};
-
-#[derive(Deserialize, ToSchema)]
-pub struct CreateSecretRequest {
-    /// Project name: 1-64 of `A-Z a-z 0-9 _ - .`, not starting with `.`.
-    #[schema(example = "newsbot")]
-    pub project: String,
-    /// `/`-separated segments of `A-Z a-z 0-9 _ - .`; no empty, `.` or `..` segments.
-    #[schema(example = "prod/api-key")]
-    pub path: String,
-    /// The value as text. Give exactly one of `value` and `value_b64`.
-    pub value: Option<String>,
-    /// The value as standard base64, for binary values.
-    pub value_b64: Option<String>,
-    pub description: Option<String>,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct UpdateSecretRequest {
-    /// The new value as text. Give exactly one of `value` and `value_b64`.
-    pub value: Option<String>,
-    /// The new value as standard base64.
-    pub value_b64: Option<String>,
-    /// Only update if this is still the current version (compare-and-set); 409 otherwise.
-    pub expected_version: Option<i64>,
-}
-
-/// A secret version with its value.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct SecretResponse {
-    pub id: String,
-    pub project: String,
-    pub path: String,
-    /// The value as text, when it is valid UTF-8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    /// The value as standard base64 (always present).
-    pub value_b64: String,
-    /// The version returned.
-    pub version: i64,
-    pub current_version: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    pub tags: Vec<String>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub created_by: String,
-    /// When this version was written.
-    pub updated_at: DateTime<Utc>,
-    /// Who wrote this version.
-    pub updated_by: String,
-}
-
-impl From<SecretRecord> for SecretResponse {
-    fn from(r: SecretRecord) -> Self {
-        Self {
-            value: std::str::from_utf8(&r.value).ok().map(str::to_string),
-            value_b64: STANDARD.encode(r.value.as_slice()),
-            id: r.id,
-            project: r.project,
-            path: r.path,
-            version: r.version,
-            current_version: r.current_version,
-            description: r.description,
-            tags: r.tags,
-            kind: r.kind,
-            created_at: r.created_at.to_chrono(),
-            created_by: r.created_by,
-            updated_at: r.updated_at.to_chrono(),
-            updated_by: r.updated_by,
-        }
-    }
-}
-
-/// A secret without its value.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct SecretSummary {
-    pub id: String,
-    pub project: String,
-    pub path: String,
-    /// The current version.
-    pub version: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    pub tags: Vec<String>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    pub updated_at: DateTime<Utc>,
-    pub updated_by: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct SecretList {
-    pub items: Vec<SecretSummary>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct VersionInfo {
-    pub version: i64,
-    pub created_at: DateTime<Utc>,
-    pub created_by: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct VersionList {
-    pub id: String,
-    pub project: String,
-    pub path: String,
-    pub current_version: i64,
-    /// Kept versions, newest first (up to `MAX_VERSIONS`).
-    pub versions: Vec<VersionInfo>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AuthTestResponse {
-    #[schema(example = "ok")]
-    pub status: String,
-    pub message: String,
-}
+use super::{read_body, AppState};
+use crate::dto::{
+    AuthTestResponse, CreateSecretRequest, SecretList, SecretResponse, UpdateSecretRequest,
+    VersionList,
+};
+use crate::error::ApiError;
+use crate::vault::named::{ListQuery as VaultListQuery, NewSecret, DEFAULT_LIST_LIMIT};
+use crate::vault::names::{ProjectName, SecretKey};
+use crate::vault::{Op, RequestMeta, Value};
 
 #[derive(Deserialize, IntoParams)]
-pub struct SecretPath {
+pub struct SecretAddress {
     /// Project name.
     pub project: String,
     /// Secret path; may contain `/`.
     pub path: String,
+}
+
+impl SecretAddress {
+    /// The checked key, or a refusal of `op` (audited).
+    async fn key(
+        &self,
+        state: &AppState,
+        meta: &RequestMeta,
+        op: Op,
+    ) -> Result<SecretKey, ApiError> {
+        let key = SecretKey::new(&self.project, &self.path);
+        state.vault.check(op, meta, key).await
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -181,20 +71,6 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(delete_secret);
 }
 
-fn one_value<'a>(
-    value: &'a Option<String>,
-    value_b64: &'a Option<String>,
-) -> Result<Value<'a>, ApiError> {
-    match (value, value_b64) {
-        (Some(v), None) => Ok(Value::Text(v)),
-        (None, Some(b)) => Ok(Value::Base64(b)),
-        _ => Err(ApiError::bad_request(
-            "invalid_value",
-            "give exactly one of `value` (text) and `value_b64` (base64)",
-        )),
-    }
-}
-
 /// Check credentials
 ///
 /// Answers when `X-Service` and `X-Token` are valid.
@@ -213,13 +89,10 @@ async fn auth_test(
     Caller(meta): Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .vault
-        .audit_success("auth_test", &meta, Target::default())
-        .await?;
+    let actor = state.vault.whoami(&meta).await?;
     Ok(HttpResponse::Ok().json(AuthTestResponse {
         status: "ok".into(),
-        message: format!("Authentication successful for service '{}'", meta.actor()),
+        message: format!("Authentication successful for service '{actor}'"),
     }))
 }
 
@@ -250,25 +123,15 @@ async fn create(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let parsed = read_json::<CreateSecretRequest>(&req, body, state.max_body_bytes, CREATE_SHAPE)
-        .await
-        .and_then(|r| {
-            one_value(&r.value, &r.value_b64)?;
-            Ok(r)
-        });
-    let r = match parsed {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(state
-                .vault
-                .fail("create", &meta, e, Target::default())
-                .await)
-        }
-    };
-    let value = one_value(&r.value, &r.value_b64)?;
+    let r: CreateSecretRequest =
+        read_body(&state, &meta, Op::Create, &req, body, CREATE_SHAPE).await?;
+    let parsed = SecretKey::new(&r.project, &r.path).and_then(|key| {
+        let value = Value::one_of(r.value.as_deref(), r.value_b64.as_deref())?;
+        Ok((key, value))
+    });
+    let (key, value) = state.vault.check(Op::Create, &meta, parsed).await?;
     let new = NewSecret {
-        project: &r.project,
-        path: &r.path,
+        key,
         value,
         description: r.description.clone(),
         tags: r.tags.clone(),
@@ -283,7 +146,7 @@ async fn create(
 /// The current version, or `?version=N`. Needs `read`.
 #[utoipa::path(
     tag = "secrets",
-    params(SecretPath, VersionQuery),
+    params(SecretAddress, VersionQuery),
     security(("service" = [], "token" = [])),
     responses(
         (status = 200, body = SecretResponse),
@@ -299,14 +162,12 @@ async fn create(
 #[get("/api/secrets/{project}/{path:.*}")]
 async fn get_secret(
     Caller(meta): Caller,
-    at: web::Path<SecretPath>,
+    at: web::Path<SecretAddress>,
     query: web::Query<VersionQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let record = state
-        .vault
-        .get(&meta, &at.project, &at.path, query.version)
-        .await?;
+    let key = at.key(&state, &meta, Op::Read).await?;
+    let record = state.vault.get(&meta, &key, query.version).await?;
     Ok(HttpResponse::Ok().json(SecretResponse::from(record)))
 }
 
@@ -315,7 +176,7 @@ async fn get_secret(
 /// Keeps the last `MAX_VERSIONS`. With `expected_version`, a compare-and-set. Needs `write`.
 #[utoipa::path(
     tag = "secrets",
-    params(SecretPath),
+    params(SecretAddress),
     request_body = UpdateSecretRequest,
     security(("service" = [], "token" = [])),
     responses(
@@ -335,28 +196,19 @@ async fn get_secret(
 #[patch("/api/secrets/{project}/{path:.*}")]
 async fn update(
     Caller(meta): Caller,
-    at: web::Path<SecretPath>,
+    at: web::Path<SecretAddress>,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let parsed = read_json::<UpdateSecretRequest>(&req, body, state.max_body_bytes, UPDATE_SHAPE)
-        .await
-        .and_then(|r| {
-            one_value(&r.value, &r.value_b64)?;
-            Ok(r)
-        });
-    let r = match parsed {
-        Ok(r) => r,
-        Err(e) => {
-            let target = Target::path(&at.project, &at.path);
-            return Err(state.vault.fail("update", &meta, e, target).await);
-        }
-    };
-    let value = one_value(&r.value, &r.value_b64)?;
+    let key = at.key(&state, &meta, Op::Update).await?;
+    let r: UpdateSecretRequest =
+        read_body(&state, &meta, Op::Update, &req, body, UPDATE_SHAPE).await?;
+    let value = Value::one_of(r.value.as_deref(), r.value_b64.as_deref());
+    let value = state.vault.check(Op::Update, &meta, value).await?;
     let record = state
         .vault
-        .update(&meta, &at.project, &at.path, value, r.expected_version)
+        .update(&meta, &key, value, r.expected_version)
         .await?;
     Ok(HttpResponse::Ok().json(SecretResponse::from(record)))
 }
@@ -367,7 +219,7 @@ async fn update(
 /// `DELETE_RECOVERY_DAYS`, after which it is purged. Needs `delete`.
 #[utoipa::path(
     tag = "secrets",
-    params(SecretPath),
+    params(SecretAddress),
     security(("service" = [], "token" = [])),
     responses(
         (status = 204, description = "Deleted"),
@@ -382,10 +234,11 @@ async fn update(
 #[delete("/api/secrets/{project}/{path:.*}")]
 async fn delete_secret(
     Caller(meta): Caller,
-    at: web::Path<SecretPath>,
+    at: web::Path<SecretAddress>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.vault.delete(&meta, &at.project, &at.path).await?;
+    let key = at.key(&state, &meta, Op::Delete).await?;
+    state.vault.delete(&meta, &key).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -394,7 +247,7 @@ async fn delete_secret(
 /// Needs `delete`.
 #[utoipa::path(
     tag = "secrets",
-    params(SecretPath),
+    params(SecretAddress),
     security(("service" = [], "token" = [])),
     responses(
         (status = 204, description = "Restored"),
@@ -409,10 +262,11 @@ async fn delete_secret(
 #[post("/api/secrets/{project}/{path:.*}/restore")]
 async fn restore(
     Caller(meta): Caller,
-    at: web::Path<SecretPath>,
+    at: web::Path<SecretAddress>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.vault.restore(&meta, &at.project, &at.path).await?;
+    let key = at.key(&state, &meta, Op::Restore).await?;
+    state.vault.restore(&meta, &key).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -421,7 +275,7 @@ async fn restore(
 /// Metadata only, newest first. Needs `list`.
 #[utoipa::path(
     tag = "secrets",
-    params(SecretPath),
+    params(SecretAddress),
     security(("service" = [], "token" = [])),
     responses(
         (status = 200, body = VersionList),
@@ -436,25 +290,12 @@ async fn restore(
 #[get("/api/secrets/{project}/{path:.*}/versions")]
 async fn versions(
     Caller(meta): Caller,
-    at: web::Path<SecretPath>,
+    at: web::Path<SecretAddress>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = state.vault.versions(&meta, &at.project, &at.path).await?;
-    Ok(HttpResponse::Ok().json(VersionList {
-        id: view.id,
-        project: view.project,
-        path: view.path,
-        current_version: view.current_version,
-        versions: view
-            .versions
-            .into_iter()
-            .map(|v| VersionInfo {
-                version: v.version,
-                created_at: v.created_at.to_chrono(),
-                created_by: v.created_by,
-            })
-            .collect(),
-    }))
+    let key = at.key(&state, &meta, Op::Versions).await?;
+    let history = state.vault.versions(&meta, &key).await?;
+    Ok(HttpResponse::Ok().json(VersionList::from(history)))
 }
 
 /// List secrets
@@ -480,32 +321,19 @@ async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
+    let project = q.project.as_deref().map(ProjectName::parse).transpose();
+    let project = state.vault.check(Op::List, &meta, project).await?;
     let page = state
         .vault
         .list(
             &meta,
-            q.project.as_deref(),
-            q.prefix.as_deref(),
-            q.limit.unwrap_or(50),
-            q.cursor.as_deref(),
+            VaultListQuery {
+                project,
+                prefix: q.prefix.as_deref(),
+                limit: q.limit.unwrap_or(DEFAULT_LIST_LIMIT),
+                cursor: q.cursor.as_deref(),
+            },
         )
         .await?;
-    Ok(HttpResponse::Ok().json(SecretList {
-        items: page
-            .items
-            .into_iter()
-            .map(|s| SecretSummary {
-                id: s.id,
-                project: s.project,
-                path: s.path,
-                version: s.current_version,
-                description: s.description,
-                tags: s.tags,
-                kind: s.kind,
-                updated_at: s.updated_at.to_chrono(),
-                updated_by: s.updated_by,
-            })
-            .collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(HttpResponse::Ok().json(SecretList::from(page)))
 }

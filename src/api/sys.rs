@@ -1,56 +1,20 @@
 //! `/api/sys`: key rotation, rewrap and status (admin on `sys`).
 
 use actix_web::{delete, get, post, web, HttpResponse};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::ErrorBody;
 use super::identity::Caller;
 use super::AppState;
-use crate::error::{ApiError, ErrorBody};
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct RotateResponse {
-    /// The new active data key.
-    pub active_key_id: String,
-}
+use crate::dto::{KeyInfo, KeyList, RewrapResponse, RotateResponse};
+use crate::error::ApiError;
 
 #[derive(Deserialize, IntoParams)]
 pub struct RewrapQuery {
     /// Documents to re-seal in this call (default 10000); call again while `versions_remaining` > 0.
     pub max_documents: Option<u64>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct RewrapResponse {
-    pub active_key_id: String,
-    pub documents_scanned: u64,
-    pub versions_rewrapped: u64,
-    pub documents_skipped: u64,
-    pub versions_remaining: u64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct KeyInfo {
-    pub key_id: String,
-    /// `active` or `retired`.
-    pub state: String,
-    /// The entry that holds a master key used before the keyring existed.
-    pub legacy: bool,
-    pub created_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retired_at: Option<DateTime<Utc>>,
-    /// Seals made under the key (flushed every few seconds).
-    pub seals: i64,
-    /// Stored versions still sealed under the key.
-    pub versions: u64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct KeyList {
-    pub active_key_id: Option<String>,
-    pub keys: Vec<KeyInfo>,
 }
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -105,14 +69,8 @@ async fn rewrap(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let max = query.max_documents.unwrap_or(10_000).max(1);
-    let r = state.vault.rewrap(&meta, max).await?;
-    Ok(HttpResponse::Ok().json(RewrapResponse {
-        active_key_id: state.vault.keyring().active_id().unwrap_or_default(),
-        documents_scanned: r.documents_scanned,
-        versions_rewrapped: r.versions_rewrapped,
-        documents_skipped: r.documents_skipped,
-        versions_remaining: r.versions_remaining,
-    }))
+    let report = state.vault.rewrap(&meta, max).await?;
+    Ok(HttpResponse::Ok().json(RewrapResponse::from(report)))
 }
 
 /// List data keys
@@ -133,18 +91,7 @@ async fn keys(Caller(meta): Caller, state: web::Data<AppState>) -> Result<HttpRe
     let (active_key_id, keys) = state.vault.key_status(&meta).await?;
     Ok(HttpResponse::Ok().json(KeyList {
         active_key_id,
-        keys: keys
-            .into_iter()
-            .map(|k| KeyInfo {
-                key_id: k.key_id,
-                state: k.state,
-                legacy: k.legacy,
-                created_at: k.created_at.to_chrono(),
-                retired_at: k.retired_at.map(|t| t.to_chrono()),
-                seals: k.seals,
-                versions: k.versions,
-            })
-            .collect(),
+        keys: keys.into_iter().map(KeyInfo::from).collect(),
     }))
 }
 

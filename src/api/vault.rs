@@ -1,39 +1,14 @@
 //! The seed-compatible UUID endpoints: `/vault/secret/create` and `/vault/secret/fetch`.
 
 use actix_web::{post, web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::error::{SeedError, SeedErrorBody};
 use super::identity::Caller;
-use super::{read_json, AppState};
-use crate::error::{ApiError, ErrorBody};
-use crate::vault::Target;
-
-#[derive(Deserialize, ToSchema)]
-pub struct CreateRequest {
-    /// The secret, standard base64 (RFC 4648, padded).
-    #[schema(example = "aHVudGVyMg==")]
-    pub secret: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct CreateResponse {
-    /// The new secret's id (UUID v4).
-    pub secret_id: String,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct FetchRequest {
-    /// The id returned by create (or the `id` of a path-addressed secret).
-    pub secret_id: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct FetchResponse {
-    /// The secret, base64 exactly as created.
-    pub secret: String,
-}
+use super::{read_body, AppState};
+use crate::dto::{CreateRequest, CreateResponse, FetchRequest, FetchResponse};
+use crate::error::ApiError;
+use crate::vault::Op;
 
 const CREATE_SHAPE: &str = "an object with a base64 string field `secret`";
 const FETCH_SHAPE: &str = "an object with a UUID string field `secret_id`";
@@ -51,24 +26,24 @@ pub fn configure(cfg: &mut ServiceConfig) {
     request_body = CreateRequest,
     security(("service" = [], "token" = [])),
     responses(
-        (status = 201, description = "Secret stored", body = CreateResponse),
-        (status = 400, description = "Body not JSON, field missing, secret empty or not base64", body = ErrorBody),
-        (status = 401, description = "Missing or invalid X-Service / X-Token", body = ErrorBody),
-        (status = 403, description = "The service may not write here", body = ErrorBody),
-        (status = 413, description = "Secret or body too large", body = ErrorBody),
-        (status = 415, description = "Content-Type is not JSON", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
-        (status = 500, description = "Internal error (details are logged, not returned)", body = ErrorBody),
-        (status = 503, description = "Database unavailable; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 200, description = "Secret stored", body = CreateResponse),
+        (status = 400, description = "Body not JSON, field missing, secret empty or not base64", body = SeedErrorBody),
+        (status = 401, description = "Missing or invalid X-Service / X-Token", body = SeedErrorBody),
+        (status = 403, description = "The service may not write here", body = SeedErrorBody),
+        (status = 413, description = "Secret or body too large", body = SeedErrorBody),
+        (status = 415, description = "Content-Type is not JSON", body = SeedErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = SeedErrorBody),
+        (status = 500, description = "Internal error (details are logged, not returned)", body = SeedErrorBody),
+        (status = 503, description = "Database unavailable; retry after `Retry-After` seconds", body = SeedErrorBody),
     )
 )]
 #[post("/vault/secret/create")]
 async fn create(
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, SeedError> {
     create_secret(caller, req, body, state).await
 }
 
@@ -78,45 +53,39 @@ async fn create(
     request_body = CreateRequest,
     security(("service" = [], "token" = [])),
     responses(
-        (status = 201, description = "Secret stored", body = CreateResponse),
-        (status = 400, description = "Bad input", body = ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "Denied", body = ErrorBody),
-        (status = 413, description = "Secret or body too large", body = ErrorBody),
-        (status = 415, description = "Content-Type is not JSON", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 200, description = "Secret stored", body = CreateResponse),
+        (status = 400, description = "Bad input", body = SeedErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = SeedErrorBody),
+        (status = 403, description = "Denied", body = SeedErrorBody),
+        (status = 413, description = "Secret or body too large", body = SeedErrorBody),
+        (status = 415, description = "Content-Type is not JSON", body = SeedErrorBody),
+        (status = 429, description = "Too many failed authentications", body = SeedErrorBody),
+        (status = 500, description = "Internal error", body = SeedErrorBody),
+        (status = 503, description = "Database unavailable", body = SeedErrorBody),
     )
 )]
 #[post("/vault/secret/create/")]
 async fn create_slash(
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, SeedError> {
     create_secret(caller, req, body, state).await
 }
 
 async fn create_secret(
-    Caller(meta): Caller,
+    caller: Result<Caller, ApiError>,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let parsed = read_json::<CreateRequest>(&req, body, state.max_body_bytes, CREATE_SHAPE).await;
-    let request = match parsed {
-        Ok(r) => zeroize::Zeroizing::new(r.secret),
-        Err(e) => {
-            return Err(state
-                .vault
-                .fail("create", &meta, e, Target::default())
-                .await)
-        }
-    };
-    let secret_id = state.vault.create(&request, &meta).await?;
-    Ok(HttpResponse::Created().json(CreateResponse { secret_id }))
+) -> Result<HttpResponse, SeedError> {
+    let Caller(meta) = caller?;
+    let r: CreateRequest = read_body(&state, &meta, Op::Create, &req, body, CREATE_SHAPE).await?;
+    let secret = zeroize::Zeroizing::new(r.secret);
+    let secret_id = state.vault.create(&secret, &meta).await?;
+    // The seed service answered 200, and its clients check for it.
+    Ok(HttpResponse::Ok().json(CreateResponse { secret_id }))
 }
 
 /// Fetch a secret by id
@@ -128,30 +97,27 @@ async fn create_secret(
     security(("service" = [], "token" = [])),
     responses(
         (status = 200, description = "The secret", body = FetchResponse),
-        (status = 400, description = "Body not JSON, field missing, or `secret_id` not a UUID", body = ErrorBody),
-        (status = 401, description = "Missing or invalid X-Service / X-Token", body = ErrorBody),
-        (status = 403, description = "The service may not read this secret", body = ErrorBody),
-        (status = 404, description = "No secret with that id", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Content-Type is not JSON", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
-        (status = 500, description = "Internal error, e.g. a record that fails to authenticate", body = ErrorBody),
-        (status = 503, description = "Database unavailable; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 400, description = "Body not JSON, field missing, or `secret_id` not a UUID", body = SeedErrorBody),
+        (status = 401, description = "Missing or invalid X-Service / X-Token", body = SeedErrorBody),
+        (status = 403, description = "The service may not read this secret", body = SeedErrorBody),
+        (status = 404, description = "No secret with that id", body = SeedErrorBody),
+        (status = 413, description = "Body too large", body = SeedErrorBody),
+        (status = 415, description = "Content-Type is not JSON", body = SeedErrorBody),
+        (status = 429, description = "Too many failed authentications from this address", body = SeedErrorBody),
+        (status = 500, description = "Internal error, e.g. a record that fails to authenticate", body = SeedErrorBody),
+        (status = 503, description = "Database unavailable; retry after `Retry-After` seconds", body = SeedErrorBody),
     )
 )]
 #[post("/vault/secret/fetch")]
 async fn fetch(
-    Caller(meta): Caller,
+    caller: Result<Caller, ApiError>,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let parsed = read_json::<FetchRequest>(&req, body, state.max_body_bytes, FETCH_SHAPE).await;
-    let request = match parsed {
-        Ok(r) => r,
-        Err(e) => return Err(state.vault.fail("fetch", &meta, e, Target::default()).await),
-    };
-    let secret = state.vault.fetch(&request.secret_id, &meta).await?;
+) -> Result<HttpResponse, SeedError> {
+    let Caller(meta) = caller?;
+    let r: FetchRequest = read_body(&state, &meta, Op::Fetch, &req, body, FETCH_SHAPE).await?;
+    let secret = state.vault.fetch(&r.secret_id, &meta).await?;
     Ok(HttpResponse::Ok().json(FetchResponse {
         secret: secret.as_str().to_owned(),
     }))

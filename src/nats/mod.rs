@@ -7,19 +7,19 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 pub mod settings;
 
-use crate::error::ApiError;
-use crate::store::secrets::{self, Locator};
-use crate::vault::named::{NewSecret, SecretRecord, MAX_LIST_LIMIT};
-use crate::vault::{RequestMeta, Target, Value, Vault};
 pub use settings::{parse_acl, NatsSettings, OPERATIONS};
+
+use crate::dto::{SecretList, SecretResponse};
+use crate::error::{ApiError, ErrorCode};
+use crate::vault::named::{ListQuery, DEFAULT_LIST_LIMIT};
+use crate::vault::names::{ProjectName, SecretKey};
+use crate::vault::{Op, RequestMeta, Vault};
 
 /// One request on the bus.
 #[derive(Deserialize)]
@@ -49,7 +49,7 @@ struct Request {
 #[derive(Serialize)]
 struct Failure<'a> {
     status: &'static str,
-    code: &'a str,
+    code: &'static str,
     message: &'a str,
 }
 
@@ -68,29 +68,28 @@ struct Bridge {
 fn error_reply(e: &ApiError) -> Vec<u8> {
     serde_json::to_vec(&Failure {
         status: "error",
-        code: e.code,
+        code: e.code.as_str(),
         message: &e.message,
     })
     .unwrap_or_default()
 }
 
-fn record_json(r: SecretRecord) -> Json {
-    json!({
-        "id": r.id,
-        "project": r.project,
-        "path": r.path,
-        "value": std::str::from_utf8(&r.value).ok(),
-        "value_b64": STANDARD.encode(r.value.as_slice()),
-        "version": r.version,
-        "current_version": r.current_version,
-        "updated_at": r.updated_at.to_chrono(),
-        "updated_by": r.updated_by,
-    })
+fn to_json(v: impl Serialize) -> Result<Json, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::internal(&e))
 }
 
-fn split_key(key: Option<&str>) -> Result<(&str, &str), ApiError> {
-    key.and_then(|k| k.split_once('/'))
-        .ok_or_else(|| ApiError::bad_request("missing_field", "`key` must be `<project>/<path>`"))
+/// The vault operation a NATS operation name stands for, for refusals.
+fn op_of(operation: &str) -> Op {
+    match operation {
+        "get" => Op::Read,
+        // A key that does not parse names no existing secret: a `set` of it is a create.
+        "set" => Op::Create,
+        "delete" => Op::Delete,
+        "list" => Op::List,
+        "rotate" => Op::KeyRotate,
+        "status" => Op::AuthTest,
+        _ => Op::NatsRequest,
+    }
 }
 
 impl Bridge {
@@ -125,27 +124,27 @@ impl Bridge {
     ) -> Result<Json, ApiError> {
         let v = &self.vault;
         if payload.len() > self.settings.max_payload {
-            let e = ApiError::too_large(
-                "payload_too_large",
+            let e = ApiError::new(
+                ErrorCode::PayloadTooLarge,
                 format!(
                     "the message must be at most {} bytes",
                     self.settings.max_payload
                 ),
             );
-            return Err(v.fail("nats_request", meta, e, Target::default()).await);
+            return Err(v.refuse(Op::NatsRequest, meta, e).await);
         }
         let req: Request = match serde_json::from_slice(payload) {
             Ok(r) => r,
             Err(e) => {
                 let err = if e.is_data() {
-                    ApiError::bad_request(
-                        "invalid_request",
+                    ApiError::new(
+                        ErrorCode::InvalidRequest,
                         "the request has a missing, unknown or mistyped field",
                     )
                 } else {
-                    ApiError::bad_request("invalid_json", "the message is not valid JSON")
+                    ApiError::new(ErrorCode::InvalidJson, "the message is not valid JSON")
                 };
-                return Err(v.fail("nats_request", meta, err, Target::default()).await);
+                return Err(v.refuse(Op::NatsRequest, meta, err).await);
             }
         };
         // Limit guessing per claimed service: there is no client address on the bus.
@@ -154,18 +153,18 @@ impl Bridge {
             .await?;
         let op = req.operation.as_str();
         if !OPERATIONS.contains(&op) {
-            let e = ApiError::bad_request(
-                "unknown_operation",
+            let e = ApiError::new(
+                ErrorCode::UnknownOperation,
                 format!("`operation` must be one of {}", OPERATIONS.join(", ")),
             );
-            return Err(v.fail("nats_request", meta, e, Target::default()).await);
+            return Err(v.refuse(Op::NatsRequest, meta, e).await);
         }
         if let Some(ops) = self.allowed_ops(subject) {
             if !ops.contains(op) {
                 let e = ApiError::denied(format!(
                     "operation '{op}' is not allowed on subject '{subject}'"
                 ));
-                return Err(v.fail("nats_acl", meta, e, Target::default()).await);
+                return Err(v.refuse(Op::NatsAcl, meta, e).await);
             }
         }
         self.dispatch(op, &req, meta).await
@@ -178,114 +177,59 @@ impl Bridge {
         meta: &RequestMeta,
     ) -> Result<Json, ApiError> {
         let v = &self.vault;
-        let value = || match (&req.value, &req.value_b64) {
-            (Some(t), None) => Ok(Value::Text(t)),
-            (None, Some(b)) => Ok(Value::Base64(b)),
-            _ => Err(ApiError::bad_request(
-                "invalid_value",
-                "give exactly one of `value` and `value_b64`",
+        let refused = op_of(op);
+        let key = || match req.key.as_deref() {
+            Some(k) => SecretKey::parse(k),
+            None => Err(ApiError::new(
+                ErrorCode::MissingField,
+                "`key` must be `<project>/<path>`",
             )),
         };
-        let invalid =
-            |e: ApiError| async move { v.fail(op_name(op), meta, e, Target::default()).await };
         match op {
             "get" => {
-                let (project, path) = match split_key(req.key.as_deref()) {
-                    Ok(k) => k,
-                    Err(e) => return Err(invalid(e).await),
-                };
-                Ok(record_json(v.get(meta, project, path, req.version).await?))
+                let key = v.check(refused, meta, key()).await?;
+                to_json(SecretResponse::from(v.get(meta, &key, req.version).await?))
             }
             "set" => {
-                let (project, path) = match split_key(req.key.as_deref()) {
-                    Ok(k) => k,
-                    Err(e) => return Err(invalid(e).await),
-                };
-                let val = match value() {
-                    Ok(val) => val,
-                    Err(e) => return Err(invalid(e).await),
-                };
-                let exists = secrets::find_live(v.db(), Locator::Path { project, path }, None)
-                    .await
-                    .map_err(ApiError::from)?
-                    .is_some();
-                if exists {
-                    return Ok(record_json(
-                        v.update(meta, project, path, val, req.expected_version)
-                            .await?,
-                    ));
-                }
-                let new = NewSecret {
-                    project,
-                    path,
-                    value: val,
-                    description: None,
-                    tags: Vec::new(),
-                    kind: None,
-                };
-                match v.create_named(meta, new).await {
-                    Ok(r) => Ok(record_json(r)),
-                    // Created by someone else meanwhile: write a new version instead.
-                    Err(e) if e.code == "secret_exists" => Ok(record_json(
-                        v.update(meta, project, path, value()?, req.expected_version)
-                            .await?,
-                    )),
-                    Err(e) => Err(e),
-                }
+                let key = v.check(refused, meta, key()).await?;
+                let value = (req.value.as_deref(), req.value_b64.as_deref());
+                let record = v.put(meta, &key, value, req.expected_version).await?;
+                to_json(SecretResponse::from(record))
             }
             "delete" => {
-                let (project, path) = match split_key(req.key.as_deref()) {
-                    Ok(k) => k,
-                    Err(e) => return Err(invalid(e).await),
-                };
-                v.delete(meta, project, path).await?;
-                Ok(json!({ "deleted": format!("{project}/{path}") }))
+                let key = v.check(refused, meta, key()).await?;
+                v.delete(meta, &key).await?;
+                Ok(json!({ "deleted": key.to_string() }))
             }
             "list" => {
-                let key = req.key.as_deref().unwrap_or("");
-                let (project, prefix) = match key.split_once('/') {
+                // `project` or `project/prefix`; nothing for everything the caller may list.
+                let spec = req.key.as_deref().unwrap_or("");
+                let (project, prefix) = match spec.split_once('/') {
                     Some((p, rest)) => (Some(p), Some(rest)),
-                    None if key.is_empty() => (None, None),
-                    None => (Some(key), None),
+                    None if spec.is_empty() => (None, None),
+                    None => (Some(spec), None),
                 };
-                let limit = req.limit.unwrap_or(50).clamp(1, MAX_LIST_LIMIT);
-                let page = v
-                    .list(meta, project, prefix, limit, req.cursor.as_deref())
-                    .await?;
-                let items: Vec<Json> = page
-                    .items
-                    .into_iter()
-                    .map(|s| {
-                        json!({
-                            "id": s.id, "project": s.project, "path": s.path, "version": s.current_version,
-                            "updated_at": s.updated_at.to_chrono(), "updated_by": s.updated_by,
-                        })
-                    })
-                    .collect();
-                Ok(json!({ "items": items, "next_cursor": page.next_cursor }))
+                let project = project.map(ProjectName::parse).transpose();
+                let project = v.check(refused, meta, project).await?;
+                let query = ListQuery {
+                    project,
+                    prefix,
+                    limit: req.limit.unwrap_or(DEFAULT_LIST_LIMIT),
+                    cursor: req.cursor.as_deref(),
+                };
+                to_json(SecretList::from(v.list(meta, query).await?))
             }
             "rotate" => Ok(json!({ "active_key_id": v.rotate_key(meta).await? })),
             _ => {
-                v.audit_success("nats_status", meta, Target::default())
-                    .await?;
+                let caller = v.whoami(meta).await?;
                 Ok(json!({
                     "service": "secret-manager",
                     "status": "healthy",
-                    "caller": meta.actor(),
+                    "caller": caller,
                     "dropped_without_reply": self.stats.dropped_without_reply.load(Ordering::Relaxed),
                 }))
             }
         }
-    }
-}
-
-fn op_name(op: &str) -> &'static str {
-    match op {
-        "get" => "read",
-        "set" => "update",
-        "delete" => "delete",
-        "list" => "list",
-        _ => "nats_request",
     }
 }
 
@@ -313,14 +257,25 @@ async fn connect(s: &NatsSettings) -> Result<async_nats::Client, async_nats::Con
 }
 
 /// Connects (in the background; reconnecting by itself) and serves requests
-/// until the process ends. Returns the client for audit publishing.
-pub async fn spawn(vault: Vault, settings: NatsSettings) -> Result<async_nats::Client, String> {
+/// until the process ends; publishes audit records when `audit_subject` is set.
+pub async fn spawn(vault: Vault, settings: NatsSettings) -> Result<(), String> {
     let client = connect(&settings).await.map_err(|e| format!("NATS: {e}"))?;
     let mut subjects: Vec<String> = vec![settings.request_subject.clone()];
     for (s, _) in &settings.acl {
         if !subjects.contains(s) {
             subjects.push(s.clone());
         }
+    }
+    if let Some(subject) = settings.audit_subject.clone() {
+        let client = client.clone();
+        vault.publish_audit_with(Box::new(move |json| {
+            let (client, subject) = (client.clone(), subject.clone());
+            tokio::spawn(async move {
+                if let Err(e) = client.publish(subject, json.into()).await {
+                    tracing::warn!(error = %e, "could not publish an audit record to NATS");
+                }
+            });
+        }));
     }
     let stats = Arc::new(NatsStats::default());
     let bridge = Arc::new(Bridge {
@@ -357,5 +312,5 @@ pub async fn spawn(vault: Vault, settings: NatsSettings) -> Result<async_nats::C
             tracing::warn!(subject = %subject, "NATS subscription ended");
         });
     }
-    Ok(client)
+    Ok(())
 }

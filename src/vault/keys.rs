@@ -1,10 +1,10 @@
 //! Key operations (admin on `sys`): rotate, rewrap, status, destroy.
 
-use mongodb::bson::DateTime;
+use chrono::{DateTime, Utc};
 
-use super::{RequestMeta, Target, Vault};
+use super::{utc, Op, RequestMeta, Vault};
 use crate::auth::Action;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::keyring as key_store;
 use crate::store::secrets::{self, SecretDoc, VersionDoc};
 
@@ -13,16 +13,18 @@ pub struct KeyStatus {
     pub key_id: String,
     pub state: String,
     pub legacy: bool,
-    pub created_at: DateTime,
-    pub retired_at: Option<DateTime>,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
     pub seals: i64,
     /// Stored versions (live or deleted secrets) still sealed under it.
     pub versions: u64,
 }
 
 /// Progress of one rewrap call.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct RewrapReport {
+    /// The key everything is being re-sealed under.
+    pub active_key_id: String,
     pub documents_scanned: u64,
     pub versions_rewrapped: u64,
     /// Documents changed by someone else mid-way; a later pass takes them.
@@ -34,102 +36,84 @@ pub struct RewrapReport {
 const REWRAP_BATCH: i64 = 100;
 
 impl Vault {
-    async fn authorize_sys(&self, op: &'static str, meta: &RequestMeta) -> Result<(), ApiError> {
-        self.authorize(op, meta, Action::Admin, "sys", "sys", Target::default())
-            .await
+    fn require_sys(&self, meta: &RequestMeta) -> Result<(), ApiError> {
+        self.require(meta, Action::Admin, "sys", "sys")
     }
 
     pub async fn rotate_key(&self, meta: &RequestMeta) -> Result<String, ApiError> {
-        const OP: &str = "key_rotate";
-        self.authorize_sys(OP, meta).await?;
-        let id = match self.keyring().rotate().await {
-            Ok(id) => id,
-            Err(e) => {
-                return Err(self
-                    .fail(OP, meta, ApiError::internal(&e), Target::default())
-                    .await)
-            }
-        };
-        self.audit_success(OP, meta, Target::default()).await?;
-        Ok(id)
+        self.run(Op::KeyRotate, meta, async |_| {
+            self.require_sys(meta)?;
+            self.keyring
+                .rotate()
+                .await
+                .map_err(|e| ApiError::internal(&e))
+        })
+        .await
     }
 
     pub async fn key_status(
         &self,
         meta: &RequestMeta,
     ) -> Result<(Option<String>, Vec<KeyStatus>), ApiError> {
-        const OP: &str = "key_status";
-        self.authorize_sys(OP, meta).await?;
-        if let Err(e) = self.keyring().reload().await {
-            return Err(self
-                .fail(OP, meta, ApiError::internal(&e), Target::default())
-                .await);
-        }
-        let counts = self
-            .or_fail(
-                OP,
-                meta,
-                Target::default(),
-                secrets::versions_per_key(self.db()).await,
-            )
-            .await?;
-        let active = self.keyring().active_id();
-        let keys = self
-            .keyring()
-            .docs()
-            .into_iter()
-            .map(|d| KeyStatus {
-                versions: counts.get(&d.id).copied().unwrap_or(0),
-                state: if Some(&d.id) == active.as_ref() {
-                    "active".into()
-                } else {
-                    "retired".into()
-                },
-                key_id: d.id,
-                legacy: d.legacy,
-                created_at: d.created_at,
-                retired_at: d.retired_at,
-                seals: d.seals,
-            })
-            .collect();
-        self.audit_success(OP, meta, Target::default()).await?;
-        Ok((active, keys))
+        self.run(Op::KeyStatus, meta, async |_| {
+            self.require_sys(meta)?;
+            self.keyring
+                .reload()
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            let counts = secrets::versions_per_key(self.db()).await?;
+            let active = self.keyring.active_id();
+            let keys = self
+                .keyring
+                .docs()
+                .into_iter()
+                .map(|d| KeyStatus {
+                    versions: counts.get(&d.id).copied().unwrap_or(0),
+                    state: if Some(&d.id) == active.as_ref() {
+                        "active".into()
+                    } else {
+                        "retired".into()
+                    },
+                    key_id: d.id,
+                    legacy: d.legacy,
+                    created_at: utc(d.created_at),
+                    retired_at: d.retired_at.map(utc),
+                    seals: d.seals,
+                })
+                .collect();
+            Ok((active, keys))
+        })
+        .await
     }
 
     /// Destroys a data key that no stored version uses; never the active one.
     pub async fn destroy_key(&self, meta: &RequestMeta, key_id: &str) -> Result<(), ApiError> {
-        const OP: &str = "key_destroy";
-        self.authorize_sys(OP, meta).await?;
-        let known = self.keyring().docs().iter().any(|d| d.id == key_id);
-        let err = if !known {
-            Some(ApiError::not_found(
-                "key_not_found",
-                "no data key with that id",
-            ))
-        } else if self.keyring().active_id().as_deref() == Some(key_id) {
-            Some(ApiError::conflict(
-                "key_active",
-                "the active data key cannot be destroyed; rotate first",
-            ))
-        } else {
-            match secrets::any_sealed_with(self.db(), key_id).await {
-                Ok(true) => Some(ApiError::conflict(
-                    "key_in_use",
-                    "stored versions are still sealed under this key; rewrap first",
-                )),
-                Ok(false) => None,
-                Err(e) => Some(e.into()),
+        self.run(Op::KeyDestroy, meta, async |_| {
+            self.require_sys(meta)?;
+            if !self.keyring.docs().iter().any(|d| d.id == key_id) {
+                return Err(ApiError::new(
+                    ErrorCode::KeyNotFound,
+                    "no data key with that id",
+                ));
             }
-        };
-        if let Some(e) = err {
-            return Err(self.fail(OP, meta, e, Target::default()).await);
-        }
-        if let Err(e) = key_store::remove(self.db(), key_id).await {
-            return Err(self.fail(OP, meta, e.into(), Target::default()).await);
-        }
-        let _ = self.keyring().reload().await;
-        tracing::info!(key_id = %key_id, "data key destroyed");
-        self.audit_success(OP, meta, Target::default()).await
+            if self.keyring.active_id().as_deref() == Some(key_id) {
+                return Err(ApiError::new(
+                    ErrorCode::KeyActive,
+                    "the active data key cannot be destroyed; rotate first",
+                ));
+            }
+            if secrets::any_sealed_with(self.db(), key_id).await? {
+                return Err(ApiError::new(
+                    ErrorCode::KeyInUse,
+                    "stored versions are still sealed under this key; rewrap first",
+                ));
+            }
+            key_store::remove(self.db(), key_id).await?;
+            let _ = self.keyring.reload().await;
+            tracing::info!(key_id = %key_id, "data key destroyed");
+            Ok(())
+        })
+        .await
     }
 
     /// Re-seals versions not under the active key, up to `max_documents`
@@ -141,20 +125,18 @@ impl Vault {
         meta: &RequestMeta,
         max_documents: u64,
     ) -> Result<RewrapReport, ApiError> {
-        const OP: &str = "key_rewrap";
-        self.authorize_sys(OP, meta).await?;
-        match self.rewrap_pass(max_documents).await {
-            Ok(report) => {
-                self.audit_success(OP, meta, Target::default()).await?;
-                tracing::info!(
-                    rewrapped = report.versions_rewrapped,
-                    remaining = report.versions_remaining,
-                    "rewrap pass finished"
-                );
-                Ok(report)
-            }
-            Err(e) => Err(self.fail(OP, meta, e, Target::default()).await),
-        }
+        self.run(Op::KeyRewrap, meta, async |_| {
+            self.require_sys(meta)?;
+            let mut report = self.rewrap_pass(max_documents).await?;
+            report.active_key_id = self.keyring.active_id().unwrap_or_default();
+            tracing::info!(
+                rewrapped = report.versions_rewrapped,
+                remaining = report.versions_remaining,
+                "rewrap pass finished"
+            );
+            Ok(report)
+        })
+        .await
     }
 
     async fn rewrap_pass(&self, max_documents: u64) -> Result<RewrapReport, ApiError> {
@@ -167,7 +149,7 @@ impl Vault {
             after = Some(last.id.clone());
             for doc in batch {
                 report.documents_scanned += 1;
-                let active = self.keyring().active_id().unwrap_or_default();
+                let active = self.keyring.active_id().unwrap_or_default();
                 let stale = doc.versions.iter().filter(|v| v.key_id != active).count() as u64;
                 if stale == 0 {
                     continue;
@@ -194,7 +176,7 @@ impl Vault {
         let mut versions: Vec<VersionDoc> = Vec::with_capacity(doc.versions.len());
         let mut n = 0;
         for v in &doc.versions {
-            let active_id = self.keyring().active_id().unwrap_or_default();
+            let active_id = self.keyring.active_id().unwrap_or_default();
             if v.key_id == active_id {
                 versions.push(v.clone());
                 continue;

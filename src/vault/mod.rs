@@ -1,6 +1,12 @@
-//! The secret operations, shared by every interface (HTTP, NATS): authenticate,
-//! authorise, validate, seal or open, store, audit. An operation succeeds only
-//! once its audit record is written.
+//! The secret operations, shared by every interface (HTTP, NATS, CLI through
+//! HTTP): authenticate, authorise, validate, seal or open, store, audit. This
+//! is the one door to storage: transports never see a store or database type.
+//!
+//! Every operation runs inside [`Vault::run`], the audited-operation wrapper:
+//! the body uses `?` and refines its [`Scope`] (what the audit record says it
+//! touched) as it learns it; the wrapper writes exactly one audit record,
+//! fails closed when a success cannot be recorded (undoing what the body asked
+//! it to undo), and takes a failure's outcome from its error code.
 
 pub mod audit_query;
 pub mod keys;
@@ -21,12 +27,63 @@ use crate::auth::identity::ServiceRegistry;
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::policy::PolicyEngine;
 use crate::auth::Action;
-use crate::crypto::{record_aad, Keyring};
-use crate::error::ApiError;
+use crate::crypto::{record_aad, CryptoError, Keyring};
+use crate::error::{ApiError, ErrorCode, Outcome};
 use crate::store::audit::AuditRecord;
 use crate::store::audit_sink::AuditSink;
-use crate::store::secrets::{SecretDoc, VersionDoc};
+use crate::store::secrets::{self as secret_store, SecretDoc, VersionDoc};
 use crate::store::StoreError;
+use names::SecretKey;
+
+/// Every audited operation, named as its audit records name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Authenticate,
+    AuthTest,
+    Create,
+    Fetch,
+    Read,
+    Update,
+    Delete,
+    Restore,
+    Versions,
+    List,
+    ProjectCreate,
+    ProjectList,
+    AuditRead,
+    KeyRotate,
+    KeyStatus,
+    KeyDestroy,
+    KeyRewrap,
+    NatsRequest,
+    NatsAcl,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Authenticate => "authenticate",
+            Op::AuthTest => "auth_test",
+            Op::Create => "create",
+            Op::Fetch => "fetch",
+            Op::Read => "read",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Restore => "restore",
+            Op::Versions => "versions",
+            Op::List => "list",
+            Op::ProjectCreate => "project_create",
+            Op::ProjectList => "project_list",
+            Op::AuditRead => "audit_read",
+            Op::KeyRotate => "key_rotate",
+            Op::KeyStatus => "key_status",
+            Op::KeyDestroy => "key_destroy",
+            Op::KeyRewrap => "key_rewrap",
+            Op::NatsRequest => "nats_request",
+            Op::NatsAcl => "nats_acl",
+        }
+    }
+}
 
 /// Who is asking, from where: everything an audit record needs besides the operation.
 #[derive(Debug, Clone, Default)]
@@ -45,39 +102,63 @@ impl RequestMeta {
     }
 }
 
-/// What an audit record says the operation touched.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Target<'a> {
-    pub secret_id: Option<&'a str>,
-    pub project: Option<&'a str>,
-    pub path: Option<&'a str>,
-    pub version: Option<i64>,
+/// What to take back when a success cannot be audited.
+#[derive(Debug, Clone)]
+enum Undo {
+    RemoveSecret(String),
 }
 
-impl<'a> Target<'a> {
-    pub fn path(project: &'a str, path: &'a str) -> Self {
+/// What one operation's audit record says: the operation and what it touched.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    op: Op,
+    secret_id: Option<String>,
+    project: Option<String>,
+    path: Option<String>,
+    version: Option<i64>,
+    undo: Option<Undo>,
+}
+
+impl Scope {
+    fn new(op: Op) -> Self {
         Self {
-            project: Some(project),
-            path: Some(path),
-            ..Self::default()
+            op,
+            secret_id: None,
+            project: None,
+            path: None,
+            version: None,
+            undo: None,
         }
     }
 
-    pub fn id(id: &'a str) -> Self {
-        Self {
-            secret_id: Some(id),
-            ..Self::default()
-        }
+    /// The operation turned out to be another (a NATS `set` that creates).
+    pub fn op(&mut self, op: Op) {
+        self.op = op;
     }
-}
 
-fn outcome_of(err: &ApiError) -> &'static str {
-    match err.status.as_u16() {
-        400 | 413 | 415 => "invalid",
-        401 | 403 | 429 => "denied",
-        404 => "not_found",
-        409 => "conflict",
-        _ => "error",
+    pub fn key(&mut self, key: &SecretKey) {
+        self.project = Some(key.project().to_string());
+        self.path = Some(key.path().to_string());
+    }
+
+    pub fn project(&mut self, project: Option<&str>) {
+        self.project = project.map(str::to_string);
+    }
+
+    pub fn path(&mut self, path: Option<&str>) {
+        self.path = path.map(str::to_string);
+    }
+
+    pub fn secret_id(&mut self, id: &str) {
+        self.secret_id = Some(id.to_string());
+    }
+
+    pub fn version(&mut self, version: Option<i64>) {
+        self.version = version;
+    }
+
+    fn undo(&mut self, undo: Undo) {
+        self.undo = Some(undo);
     }
 }
 
@@ -91,6 +172,9 @@ pub struct Limits {
     pub default_project: String,
 }
 
+/// Where every stored audit record is also sent (the NATS bus), best effort.
+pub type AuditPublisher = Box<dyn Fn(Vec<u8>) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Vault {
     db: Database,
@@ -100,14 +184,45 @@ pub struct Vault {
     policies: Arc<PolicyEngine>,
     limiter: Arc<FailureLimiter>,
     limits: Arc<Limits>,
-    /// Where every audit record is also published (NATS), when configured.
-    audit_publisher: Arc<std::sync::OnceLock<(async_nats::Client, String)>>,
+    audit_publisher: Arc<std::sync::OnceLock<AuditPublisher>>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
 pub enum Value<'a> {
     Text(&'a str),
     Base64(&'a str),
+}
+
+impl<'a> Value<'a> {
+    /// Exactly one of `value` (text) and `value_b64` (base64).
+    pub fn one_of(value: Option<&'a str>, value_b64: Option<&'a str>) -> Result<Self, ApiError> {
+        match (value, value_b64) {
+            (Some(v), None) => Ok(Value::Text(v)),
+            (None, Some(b)) => Ok(Value::Base64(b)),
+            _ => Err(ApiError::new(
+                ErrorCode::InvalidValue,
+                "give exactly one of `value` (text) and `value_b64` (base64)",
+            )),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                Self::database_unavailable()
+            }
+            StoreError::Other(cause) => Self::internal(&cause),
+        }
+    }
+}
+
+impl From<CryptoError> for ApiError {
+    fn from(e: CryptoError) -> Self {
+        Self::internal(&format_args!("decryption failed: {e}"))
+    }
 }
 
 impl Vault {
@@ -131,22 +246,90 @@ impl Vault {
         }
     }
 
-    pub fn db(&self) -> &Database {
+    fn db(&self) -> &Database {
         &self.db
     }
 
-    /// Also publishes every audit record on `subject`.
-    pub fn publish_audit_to(&self, client: async_nats::Client, subject: String) {
-        let _ = self.audit_publisher.set((client, subject));
+    /// Also hands every stored audit record (JSON) to `publish`.
+    pub fn publish_audit_with(&self, publish: AuditPublisher) {
+        let _ = self.audit_publisher.set(publish);
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
+    /// Readiness: the database answers a ping.
+    pub async fn ready(&self) -> Result<(), ApiError> {
+        crate::store::ping(self.db()).await.map_err(ApiError::from)
+    }
+
+    /// The audited-operation wrapper (see the module comment).
+    pub(crate) async fn run<T>(
+        &self,
+        op: Op,
+        meta: &RequestMeta,
+        body: impl AsyncFnOnce(&mut Scope) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut scope = Scope::new(op);
+        match body(&mut scope).await {
+            Ok(value) => {
+                if let Err(e) = self.audit(meta, &scope, Outcome::Success, None).await {
+                    // Fail closed: without its audit record the operation did not happen.
+                    if let Some(undo) = scope.undo.take() {
+                        self.undo(undo).await;
+                    }
+                    return Err(e.into());
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                self.audit_failure(meta, &scope, &e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// An operation a transport refused before it reached the vault (a body
+    /// that does not parse, a bad name): audited like any failed operation.
+    pub async fn refuse(&self, op: Op, meta: &RequestMeta, err: ApiError) -> ApiError {
+        self.audit_failure(meta, &Scope::new(op), &err).await;
+        err
+    }
+
+    /// Passes `Ok` through; refuses `op` with the error otherwise.
+    pub async fn check<T>(
+        &self,
+        op: Op,
+        meta: &RequestMeta,
+        parsed: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        match parsed {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.refuse(op, meta, e).await),
+        }
+    }
+
+    async fn undo(&self, undo: Undo) {
+        match undo {
+            Undo::RemoveSecret(id) => {
+                if let Err(e) = secret_store::remove(self.db(), &id).await {
+                    tracing::error!(secret_id = %id, error = %e, "could not undo an unaudited create");
+                }
+            }
+        }
+    }
+
+    async fn audit_failure(&self, meta: &RequestMeta, scope: &Scope, err: &ApiError) {
+        let outcome = err.code.outcome();
+        if let Err(e) = self.audit(meta, scope, outcome, Some(err.code)).await {
+            tracing::warn!(error = %e, "could not audit a failed request");
+        }
+    }
+
     /// Checks `X-Service` / `X-Token` and sets `meta.actor`. Every failure gets
     /// the same 401 and an audit record with the claimed name; repeated failures
-    /// from one address get 429.
+    /// from one address get 429. A success is recorded by the operation that follows.
     pub async fn authenticate(
         &self,
         meta: &mut RequestMeta,
@@ -158,9 +341,7 @@ impl Vault {
         if let Err(wait) = self.limiter.check(&client) {
             meta.actor = claimed;
             let err = ApiError::too_many_failures(wait.as_secs().saturating_add(1));
-            return Err(self
-                .fail("authenticate", meta, err, Target::default())
-                .await);
+            return Err(self.refuse(Op::Authenticate, meta, err).await);
         }
         let verified = match (service, token) {
             (Some(s), Some(t)) => self.registry.verify(s, t).map(str::to_string),
@@ -175,128 +356,82 @@ impl Vault {
                 self.limiter.fail(&client);
                 meta.actor = claimed;
                 Err(self
-                    .fail(
-                        "authenticate",
-                        meta,
-                        ApiError::unauthorized(),
-                        Target::default(),
-                    )
+                    .refuse(Op::Authenticate, meta, ApiError::unauthorized())
                     .await)
             }
         }
     }
 
-    /// Allows or denies (403, audited) `action` on `resource`.
-    pub async fn authorize(
+    /// `Ok` when the caller may do `action` on `resource`; a 403 naming `shown_as` otherwise.
+    fn require(
         &self,
-        op: &'static str,
         meta: &RequestMeta,
         action: Action,
         resource: &str,
         shown_as: &str,
-        target: Target<'_>,
     ) -> Result<(), ApiError> {
-        if self.policies.is_allowed(meta.actor(), action, resource) {
-            return Ok(());
+        if self.may(meta, action, resource) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(meta.actor(), shown_as))
         }
-        let err = ApiError::forbidden(meta.actor(), shown_as);
-        Err(self.fail(op, meta, err, target).await)
     }
 
-    pub fn may(&self, meta: &RequestMeta, action: Action, resource: &str) -> bool {
+    fn may(&self, meta: &RequestMeta, action: Action, resource: &str) -> bool {
         self.policies.is_allowed(meta.actor(), action, resource)
     }
 
-    /// Passes `Ok` through; audits an `Err` as a failure of `op` and hands it back.
-    pub async fn or_fail<T, E: Into<ApiError>>(
-        &self,
-        op: &'static str,
-        meta: &RequestMeta,
-        target: Target<'_>,
-        result: Result<T, E>,
-    ) -> Result<T, ApiError> {
-        match result {
-            Ok(v) => Ok(v),
-            Err(e) => Err(self.fail(op, meta, e.into(), target).await),
-        }
-    }
-
-    /// Audits a failed operation and hands its error back.
-    pub async fn fail(
-        &self,
-        op: &'static str,
-        meta: &RequestMeta,
-        err: ApiError,
-        target: Target<'_>,
-    ) -> ApiError {
-        let outcome = outcome_of(&err);
-        if let Err(audit_err) = self.audit(op, meta, outcome, Some(err.code), target).await {
-            tracing::warn!(error = %audit_err, "could not audit a failed request");
-        }
-        err
-    }
-
-    /// Writes the success record; the operation fails when it cannot be written.
-    pub async fn audit_success(
-        &self,
-        op: &'static str,
-        meta: &RequestMeta,
-        target: Target<'_>,
-    ) -> Result<(), ApiError> {
-        self.audit(op, meta, "success", None, target)
+    /// Who the caller is: `POST /api/secrets/test`, NATS `status`.
+    pub async fn whoami(&self, meta: &RequestMeta) -> Result<String, ApiError> {
+        self.run(Op::AuthTest, meta, async |_| Ok(meta.actor().to_string()))
             .await
-            .map_err(ApiError::from)
     }
 
     async fn audit(
         &self,
-        op: &'static str,
         meta: &RequestMeta,
-        outcome: &'static str,
-        error_code: Option<&str>,
-        t: Target<'_>,
+        scope: &Scope,
+        outcome: Outcome,
+        error_code: Option<ErrorCode>,
     ) -> Result<(), StoreError> {
         if !self.limits.audit_enabled {
             return Ok(());
         }
         let record = AuditRecord {
             ts: DateTime::now(),
-            action: op.to_string(),
-            outcome: outcome.to_string(),
+            action: scope.op.as_str().to_string(),
+            outcome: outcome.as_str().to_string(),
             channel: meta.channel.to_string(),
             actor: meta.actor.clone(),
-            secret_id: t.secret_id.map(str::to_string),
-            project: t.project.map(str::to_string),
-            path: t.path.map(str::to_string),
-            version: t.version,
+            secret_id: scope.secret_id.clone(),
+            project: scope.project.clone(),
+            path: scope.path.clone(),
+            version: scope.version,
             client_ip: meta.client_ip.clone(),
             user_agent: meta.user_agent.clone(),
             request_id: meta.request_id.clone(),
-            error_code: error_code.map(str::to_string),
+            error_code: error_code.map(|c| c.as_str().to_string()),
         };
-        let published = self.audit_publisher.get().map(|(client, subject)| {
-            (client.clone(), subject.clone(), serde_json::to_vec(&record))
-        });
+        let published = self
+            .audit_publisher
+            .get()
+            .map(|_| serde_json::to_vec(&record));
         self.audit_sink.write(record).await?;
-        if let Some((client, subject, Ok(json))) = published {
+        if let (Some(publish), Some(Ok(json))) = (self.audit_publisher.get(), published) {
             // Best effort, after the record is stored: the bus is a copy, not the trail.
-            tokio::spawn(async move {
-                if let Err(e) = client.publish(subject, json.into()).await {
-                    tracing::warn!(error = %e, "could not publish an audit record to NATS");
-                }
-            });
+            publish(json);
         }
         Ok(())
     }
 
     /// Decodes and size-checks a caller's value.
-    pub fn decode_value(
-        &self,
-        value: Value<'_>,
-        field: &str,
-    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-        let empty =
-            || ApiError::bad_request("empty_secret", format!("`{field}` must not be empty"));
+    fn decode_value(&self, value: Value<'_>, field: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+        let empty = || {
+            ApiError::new(
+                ErrorCode::EmptySecret,
+                format!("`{field}` must not be empty"),
+            )
+        };
         let plaintext = match value {
             Value::Text(t) => Zeroizing::new(t.as_bytes().to_vec()),
             Value::Base64(b) => {
@@ -308,8 +443,8 @@ impl Vault {
                     return Err(self.too_large());
                 }
                 Zeroizing::new(STANDARD.decode(b).map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_base64",
+                    ApiError::new(
+                        ErrorCode::InvalidBase64,
                         format!("`{field}` must be standard base64 with padding (RFC 4648)"),
                     )
                 })?)
@@ -325,8 +460,8 @@ impl Vault {
     }
 
     fn too_large(&self) -> ApiError {
-        ApiError::too_large(
-            "secret_too_large",
+        ApiError::new(
+            ErrorCode::SecretTooLarge,
             format!(
                 "the decoded secret must be at most {} bytes",
                 self.limits.max_secret_bytes
@@ -334,12 +469,13 @@ impl Vault {
         )
     }
 
-    pub fn keyring(&self) -> &Arc<Keyring> {
-        &self.keyring
+    /// The active data key's id.
+    pub fn active_key_id(&self) -> Option<String> {
+        self.keyring.active_id()
     }
 
     /// Seals `plaintext` as `version` of secret `id` under the active data key.
-    pub(crate) fn seal_version(
+    fn seal_version(
         &self,
         id: &str,
         version: i64,
@@ -360,13 +496,7 @@ impl Vault {
         ))
     }
 
-    pub(crate) fn new_doc(
-        &self,
-        id: &str,
-        project: &str,
-        path: &str,
-        first: VersionDoc,
-    ) -> SecretDoc {
+    fn new_doc(&self, id: &str, project: &str, path: &str, first: VersionDoc) -> SecretDoc {
         let now = first.created_at;
         let actor = first.created_by.clone();
         SecretDoc {
@@ -389,11 +519,7 @@ impl Vault {
     }
 
     /// Opens one stored version; any failure is a generic 500 with the cause logged.
-    pub(crate) async fn open(
-        &self,
-        id: &str,
-        version: &VersionDoc,
-    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    async fn open(&self, id: &str, version: &VersionDoc) -> Result<Zeroizing<Vec<u8>>, ApiError> {
         let Some(cipher) = self.keyring.cipher_for(&version.key_id).await else {
             return Err(ApiError::internal(&format_args!(
                 "secret {id} version {} is sealed under unknown key {}",
@@ -410,4 +536,9 @@ impl Vault {
                 ))
             })
     }
+}
+
+/// A stored time as the vault's callers see it.
+pub(crate) fn utc(t: DateTime) -> chrono::DateTime<chrono::Utc> {
+    t.to_chrono()
 }

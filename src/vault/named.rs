@@ -2,19 +2,19 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use mongodb::bson::DateTime;
+use chrono::{DateTime, Utc};
+use mongodb::bson::DateTime as BsonDateTime;
 use zeroize::Zeroizing;
 
-use super::names::{check_path, check_project};
-use super::{RequestMeta, Target, Value, Vault};
+use super::names::{ProjectName, SecretKey};
+use super::{utc, Op, RequestMeta, Scope, Undo, Value, Vault};
 use crate::auth::{secret_resource, Action};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::secrets::{self, InsertError, Locator, SecretDoc, SecretView, VersionMeta};
 
 /// A new named secret as a caller describes it.
 pub struct NewSecret<'a> {
-    pub project: &'a str,
-    pub path: &'a str,
+    pub key: SecretKey,
     pub value: Value<'a>,
     pub description: Option<String>,
     pub tags: Vec<String>,
@@ -32,28 +32,67 @@ pub struct SecretRecord {
     pub description: Option<String>,
     pub tags: Vec<String>,
     pub kind: Option<String>,
-    pub created_at: DateTime,
+    pub created_at: DateTime<Utc>,
     pub created_by: String,
-    pub updated_at: DateTime,
+    /// When this version was written, and by whom.
+    pub updated_at: DateTime<Utc>,
     pub updated_by: String,
+}
+
+/// A secret without its value.
+pub struct SecretSummary {
+    pub id: String,
+    pub project: String,
+    pub path: String,
+    pub current_version: i64,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub kind: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+/// One kept version's metadata.
+pub struct VersionInfo {
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// A secret's kept versions, newest first.
+pub struct VersionHistory {
+    pub id: String,
+    pub project: String,
+    pub path: String,
+    pub current_version: i64,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// What to list: everything the caller may `list`, narrowed by project and prefix.
+pub struct ListQuery<'a> {
+    pub project: Option<ProjectName>,
+    pub prefix: Option<&'a str>,
+    pub limit: i64,
+    pub cursor: Option<&'a str>,
 }
 
 /// A page of secrets without values.
 pub struct Page {
-    pub items: Vec<SecretView<VersionMeta>>,
+    pub items: Vec<SecretSummary>,
     pub next_cursor: Option<String>,
 }
 
 const MAX_TAGS: usize = 32;
 const CAS_ATTEMPTS: u64 = 40;
 pub const MAX_LIST_LIMIT: i64 = 500;
+pub const DEFAULT_LIST_LIMIT: i64 = 50;
 
 fn check_metadata(
     description: &Option<String>,
     tags: &[String],
     kind: &Option<String>,
 ) -> Result<(), ApiError> {
-    let bad = |m: &str| ApiError::bad_request("invalid_metadata", m.to_string());
+    let bad = |m: &str| ApiError::new(ErrorCode::InvalidMetadata, m.to_string());
     if description.as_ref().is_some_and(|d| d.len() > 1024) {
         return Err(bad("`description` must be at most 1024 characters"));
     }
@@ -66,79 +105,98 @@ fn check_metadata(
     Ok(())
 }
 
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 fn not_found() -> ApiError {
-    ApiError::not_found("secret_not_found", "no secret at that project and path")
+    ApiError::new(
+        ErrorCode::SecretNotFound,
+        "no secret at that project and path",
+    )
+}
+
+impl SecretSummary {
+    fn from_view<V>(s: SecretView<V>) -> Self {
+        Self {
+            id: s.id,
+            project: s.project,
+            path: s.path,
+            current_version: s.current_version,
+            description: s.description,
+            tags: s.tags,
+            kind: s.kind,
+            updated_at: utc(s.updated_at),
+            updated_by: s.updated_by,
+        }
+    }
+}
+
+fn record_of(doc: SecretDoc, value: Zeroizing<Vec<u8>>) -> SecretRecord {
+    let (version, updated_at, updated_by) = doc
+        .versions
+        .last()
+        .map(|v| (v.version, v.created_at, v.created_by.clone()))
+        .unwrap_or((doc.current_version, doc.updated_at, doc.updated_by.clone()));
+    SecretRecord {
+        id: doc.id,
+        project: doc.project,
+        path: doc.path,
+        value,
+        version,
+        current_version: doc.current_version,
+        description: doc.description,
+        tags: doc.tags,
+        kind: doc.kind,
+        created_at: utc(doc.created_at),
+        created_by: doc.created_by,
+        updated_at: utc(updated_at),
+        updated_by,
+    }
 }
 
 impl Vault {
-    /// Stores a new document; the write stands only once it is audited.
-    pub(crate) async fn persist_new(
+    /// `action` on the secret at `key`, or a 403 naming it.
+    pub(super) fn require_on(
         &self,
-        op: &'static str,
-        meta: &RequestMeta,
-        doc: &SecretDoc,
-    ) -> Result<(), ApiError> {
-        let target = Target {
-            secret_id: Some(&doc.id),
-            version: Some(1),
-            ..Target::path(&doc.project, &doc.path)
-        };
-        if let Err(e) = secrets::insert(self.db(), doc).await {
-            let err = match e {
-                InsertError::Exists => match secrets::is_deleted(self.db(), &doc.project, &doc.path).await {
-                    Ok(true) => ApiError::conflict(
-                        "secret_deleted",
-                        "a deleted secret holds this path; restore it (POST .../restore) or wait until it is purged",
-                    ),
-                    Ok(false) => ApiError::conflict("secret_exists", "a secret already exists at this project and path"),
-                    Err(e) => e.into(),
-                },
-                InsertError::Store(s) => s.into(),
-            };
-            return Err(self.fail(op, meta, err, target).await);
-        }
-        if let Err(e) = self.audit_success(op, meta, target).await {
-            // Fail closed: without its audit record the create did not happen.
-            if let Err(undo) = secrets::remove(self.db(), &doc.id).await {
-                tracing::error!(secret_id = %doc.id, error = %undo, "could not undo unaudited create");
-            }
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    async fn check_names(
-        &self,
-        op: &'static str,
-        meta: &RequestMeta,
-        project: &str,
-        path: &str,
-    ) -> Result<(), ApiError> {
-        if let Err(e) = check_project(project).and_then(|_| check_path(path)) {
-            return Err(self.fail(op, meta, e, Target::default()).await);
-        }
-        Ok(())
-    }
-
-    async fn authorize_path(
-        &self,
-        op: &'static str,
         meta: &RequestMeta,
         action: Action,
-        project: &str,
-        path: &str,
+        key: &SecretKey,
     ) -> Result<(), ApiError> {
-        self.check_names(op, meta, project, path).await?;
-        let resource = secret_resource(project, path);
-        self.authorize(
-            op,
-            meta,
-            action,
-            &resource,
-            &format!("{project}:{path}"),
-            Target::path(project, path),
-        )
-        .await
+        let resource = secret_resource(key.project(), key.path());
+        let shown = format!("{}:{}", key.project(), key.path());
+        self.require(meta, action, &resource, &shown)
+    }
+
+    /// Stores a new document. The wrapper removes it again if its audit record
+    /// cannot be written.
+    pub(super) async fn insert_new(
+        &self,
+        scope: &mut Scope,
+        doc: &SecretDoc,
+    ) -> Result<(), ApiError> {
+        scope.secret_id(&doc.id);
+        scope.version(Some(1));
+        match secrets::insert(self.db(), doc).await {
+            Ok(()) => {
+                scope.undo(Undo::RemoveSecret(doc.id.clone()));
+                Ok(())
+            }
+            Err(InsertError::Exists) => {
+                if secrets::is_deleted(self.db(), &doc.project, &doc.path).await? {
+                    Err(ApiError::new(
+                        ErrorCode::SecretDeleted,
+                        "a deleted secret holds this path; restore it (POST .../restore) or wait until it is purged",
+                    ))
+                } else {
+                    Err(ApiError::new(
+                        ErrorCode::SecretExists,
+                        "a secret already exists at this project and path",
+                    ))
+                }
+            }
+            Err(InsertError::Store(s)) => Err(s.into()),
+        }
     }
 
     pub async fn create_named(
@@ -146,105 +204,85 @@ impl Vault {
         meta: &RequestMeta,
         new: NewSecret<'_>,
     ) -> Result<SecretRecord, ApiError> {
-        const OP: &str = "create";
-        self.authorize_path(OP, meta, Action::Write, new.project, new.path)
-            .await?;
-        let target = Target::path(new.project, new.path);
-        let checked = check_metadata(&new.description, &new.tags, &new.kind)
-            .and_then(|_| self.decode_value(new.value, "value"));
-        let plaintext = self.or_fail(OP, meta, target, checked).await?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let first = self
-            .or_fail(
-                OP,
-                meta,
-                target,
-                self.seal_version(&id, 1, &plaintext, meta.actor()),
-            )
-            .await?;
-        let mut doc = self.new_doc(&id, new.project, new.path, first);
+        self.run(Op::Create, meta, async |scope| {
+            scope.key(&new.key);
+            self.require_on(meta, Action::Write, &new.key)?;
+            self.create_in(scope, meta, new).await
+        })
+        .await
+    }
+
+    async fn create_in(
+        &self,
+        scope: &mut Scope,
+        meta: &RequestMeta,
+        new: NewSecret<'_>,
+    ) -> Result<SecretRecord, ApiError> {
+        check_metadata(&new.description, &new.tags, &new.kind)?;
+        let plaintext = self.decode_value(new.value, "value")?;
+        let mut doc = self.sealed_doc(meta, &new_id(), &new.key, &plaintext)?;
         doc.description = new.description;
         doc.tags = new.tags;
         doc.kind = new.kind;
-        self.persist_new(OP, meta, &doc).await?;
-        Ok(SecretRecord {
-            id: doc.id,
-            project: doc.project,
-            path: doc.path,
-            value: plaintext,
-            version: 1,
-            current_version: 1,
-            description: doc.description,
-            tags: doc.tags,
-            kind: doc.kind,
-            created_at: doc.created_at,
-            created_by: doc.created_by,
-            updated_at: doc.updated_at,
-            updated_by: doc.updated_by,
-        })
+        self.insert_new(scope, &doc).await?;
+        Ok(record_of(doc, plaintext))
+    }
+
+    /// Version 1 of a new secret at `key`, sealed.
+    pub(super) fn sealed_doc(
+        &self,
+        meta: &RequestMeta,
+        id: &str,
+        key: &SecretKey,
+        plaintext: &[u8],
+    ) -> Result<SecretDoc, ApiError> {
+        let first = self.seal_version(id, 1, plaintext, meta.actor())?;
+        Ok(self.new_doc(id, key.project(), key.path(), first))
     }
 
     pub async fn get(
         &self,
         meta: &RequestMeta,
-        project: &str,
-        path: &str,
+        key: &SecretKey,
         version: Option<i64>,
     ) -> Result<SecretRecord, ApiError> {
-        const OP: &str = "read";
-        self.authorize_path(OP, meta, Action::Read, project, path)
-            .await?;
-        let target = Target {
-            version,
-            ..Target::path(project, path)
-        };
-        let found =
-            match secrets::find_live(self.db(), Locator::Path { project, path }, version).await {
-                Ok(Some(found)) => found,
-                Ok(None) => return Err(self.fail(OP, meta, not_found(), target).await),
-                Err(e) => return Err(self.fail(OP, meta, e.into(), target).await),
+        self.run(Op::Read, meta, async |scope| {
+            scope.key(key);
+            scope.version(version);
+            self.require_on(meta, Action::Read, key)?;
+            let at = Locator::Path {
+                project: key.project(),
+                path: key.path(),
             };
-        let Some(v) = found.versions.first() else {
-            let e = ApiError::not_found(
-                "version_not_found",
-                "that version does not exist (or is no longer kept)",
-            );
-            return Err(self
-                .fail(
-                    OP,
-                    meta,
-                    e,
-                    Target {
-                        secret_id: Some(&found.id),
-                        ..target
-                    },
-                )
-                .await);
-        };
-        let target = Target {
-            secret_id: Some(&found.id),
-            version: Some(v.version),
-            ..target
-        };
-        let value = self
-            .or_fail(OP, meta, target, self.open(&found.id, v).await)
-            .await?;
-        self.audit_success(OP, meta, target).await?;
-        Ok(SecretRecord {
-            value,
-            version: v.version,
-            updated_at: v.created_at,
-            updated_by: v.created_by.clone(),
-            id: found.id,
-            project: found.project,
-            path: found.path,
-            current_version: found.current_version,
-            description: found.description,
-            tags: found.tags,
-            kind: found.kind,
-            created_at: found.created_at,
-            created_by: found.created_by,
+            let found = secrets::find_live(self.db(), at, version)
+                .await?
+                .ok_or_else(not_found)?;
+            scope.secret_id(&found.id);
+            let Some(v) = found.versions.first() else {
+                return Err(ApiError::new(
+                    ErrorCode::VersionNotFound,
+                    "that version does not exist (or is no longer kept)",
+                ));
+            };
+            scope.version(Some(v.version));
+            let value = self.open(&found.id, v).await?;
+            Ok(SecretRecord {
+                value,
+                version: v.version,
+                updated_at: utc(v.created_at),
+                updated_by: v.created_by.clone(),
+                id: found.id,
+                project: found.project,
+                path: found.path,
+                current_version: found.current_version,
+                description: found.description,
+                tags: found.tags,
+                kind: found.kind,
+                created_at: utc(found.created_at),
+                created_by: found.created_by,
+            })
         })
+        .await
     }
 
     /// Adds a new version. With `expected_version`, only if it is still current
@@ -252,262 +290,245 @@ impl Vault {
     pub async fn update(
         &self,
         meta: &RequestMeta,
-        project: &str,
-        path: &str,
+        key: &SecretKey,
         value: Value<'_>,
         expected_version: Option<i64>,
     ) -> Result<SecretRecord, ApiError> {
-        const OP: &str = "update";
-        self.authorize_path(OP, meta, Action::Write, project, path)
-            .await?;
-        let target = Target::path(project, path);
-        let plaintext = self
-            .or_fail(OP, meta, target, self.decode_value(value, "value"))
-            .await?;
+        self.run(Op::Update, meta, async |scope| {
+            scope.key(key);
+            self.require_on(meta, Action::Write, key)?;
+            let plaintext = self.decode_value(value, "value")?;
+            match self
+                .append(scope, meta, key, &plaintext, expected_version)
+                .await?
+            {
+                Some(record) => Ok(record),
+                None => Err(not_found()),
+            }
+        })
+        .await
+    }
+
+    /// Creates the secret, or writes a new version when it exists (NATS `set`).
+    /// Audited as `create` or `update`, whichever it is, with the checks in the
+    /// order HTTP's `POST` and `PATCH` make them. `value` is `(value, value_b64)`.
+    pub async fn put(
+        &self,
+        meta: &RequestMeta,
+        key: &SecretKey,
+        value: (Option<&str>, Option<&str>),
+        expected_version: Option<i64>,
+    ) -> Result<SecretRecord, ApiError> {
+        self.run(Op::Update, meta, async |scope| {
+            scope.key(key);
+            let at = Locator::Path {
+                project: key.project(),
+                path: key.path(),
+            };
+            if secrets::find_live(self.db(), at, None).await?.is_none() {
+                scope.op(Op::Create);
+            }
+            let value = Value::one_of(value.0, value.1)?;
+            self.require_on(meta, Action::Write, key)?;
+            let plaintext = self.decode_value(value, "value")?;
+            for _ in 0..CAS_ATTEMPTS {
+                if let Some(record) = self
+                    .append(scope, meta, key, &plaintext, expected_version)
+                    .await?
+                {
+                    return Ok(record);
+                }
+                scope.op(Op::Create);
+                let doc = self.sealed_doc(meta, &new_id(), key, &plaintext)?;
+                match self.insert_new(scope, &doc).await {
+                    Ok(()) => return Ok(record_of(doc, plaintext)),
+                    // Created by someone else meanwhile: write a new version instead.
+                    Err(e) if e.code == ErrorCode::SecretExists => scope.op(Op::Update),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(ApiError::new(
+                ErrorCode::VersionConflict,
+                "too many concurrent writers; retry",
+            ))
+        })
+        .await
+    }
+
+    /// Appends a version by compare-and-set; `None` when no live secret is there.
+    async fn append(
+        &self,
+        scope: &mut Scope,
+        meta: &RequestMeta,
+        key: &SecretKey,
+        plaintext: &Zeroizing<Vec<u8>>,
+        expected_version: Option<i64>,
+    ) -> Result<Option<SecretRecord>, ApiError> {
+        let at = Locator::Path {
+            project: key.project(),
+            path: key.path(),
+        };
         for attempt in 0..CAS_ATTEMPTS {
-            let current =
-                match secrets::find_live(self.db(), Locator::Path { project, path }, None).await {
-                    Ok(Some(found)) => found,
-                    Ok(None) => return Err(self.fail(OP, meta, not_found(), target).await),
-                    Err(e) => return Err(self.fail(OP, meta, e.into(), target).await),
-                };
+            let Some(current) = secrets::find_live(self.db(), at, None).await? else {
+                return Ok(None);
+            };
+            scope.secret_id(&current.id);
             let base = current.current_version;
             if let Some(expected) = expected_version.filter(|e| *e != base) {
-                let e = ApiError::conflict(
-                    "version_conflict",
+                return Err(ApiError::new(
+                    ErrorCode::VersionConflict,
                     format!("expected version {expected} but the current version is {base}"),
-                );
-                return Err(self
-                    .fail(
-                        OP,
-                        meta,
-                        e,
-                        Target {
-                            secret_id: Some(&current.id),
-                            ..target
-                        },
-                    )
-                    .await);
+                ));
             }
             let next = base + 1;
-            let target = Target {
-                secret_id: Some(&current.id),
-                version: Some(next),
-                ..target
-            };
-            let version = self
-                .or_fail(
-                    OP,
-                    meta,
-                    target,
-                    self.seal_version(&current.id, next, &plaintext, meta.actor()),
-                )
-                .await?;
-            match secrets::append_version(
-                self.db(),
-                &current.id,
-                base,
-                &version,
-                self.limits().max_versions,
-            )
-            .await
+            scope.version(Some(next));
+            let version = self.seal_version(&current.id, next, plaintext, meta.actor())?;
+            let max_versions = self.limits().max_versions;
+            if secrets::append_version(self.db(), &current.id, base, &version, max_versions).await?
             {
-                Ok(true) => {}
-                Ok(false) if expected_version.is_some() => {
-                    let e = ApiError::conflict(
-                        "version_conflict",
-                        format!("version {base} was superseded by a concurrent update"),
-                    );
-                    return Err(self.fail(OP, meta, e, target).await);
-                }
-                Ok(false) => {
-                    // Lost a race to another writer: back off a little, with jitter, and go again.
-                    let jitter =
-                        rand::Rng::gen_range(&mut rand::thread_rng(), 0..=attempt.min(20) + 1);
-                    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
-                    continue;
-                }
-                Err(e) => return Err(self.fail(OP, meta, e.into(), target).await),
+                // An audit failure after this leaves the version standing (it
+                // cannot be removed without racing other writers); the caller is told to retry.
+                return Ok(Some(SecretRecord {
+                    id: current.id,
+                    project: current.project,
+                    path: current.path,
+                    value: plaintext.clone(),
+                    version: next,
+                    current_version: next,
+                    description: current.description,
+                    tags: current.tags,
+                    kind: current.kind,
+                    created_at: utc(current.created_at),
+                    created_by: current.created_by,
+                    updated_at: utc(version.created_at),
+                    updated_by: version.created_by,
+                }));
             }
-            // Audit failure after the write: the version stands (it cannot be
-            // removed without racing other writers) and the caller is told to retry.
-            self.audit_success(OP, meta, target).await?;
-            return Ok(SecretRecord {
-                id: current.id,
-                project: current.project,
-                path: current.path,
-                value: plaintext,
-                version: next,
-                current_version: next,
-                description: current.description,
-                tags: current.tags,
-                kind: current.kind,
-                created_at: current.created_at,
-                created_by: current.created_by,
-                updated_at: version.created_at,
-                updated_by: version.created_by,
-            });
+            if expected_version.is_some() {
+                return Err(ApiError::new(
+                    ErrorCode::VersionConflict,
+                    format!("version {base} was superseded by a concurrent update"),
+                ));
+            }
+            // Lost a race to another writer: back off a little, with jitter, and go again.
+            let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=attempt.min(20) + 1);
+            tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
         }
-        let e = ApiError::conflict("version_conflict", "too many concurrent updates; retry");
-        Err(self.fail(OP, meta, e, target).await)
+        Err(ApiError::new(
+            ErrorCode::VersionConflict,
+            "too many concurrent updates; retry",
+        ))
     }
 
-    pub async fn delete(
-        &self,
-        meta: &RequestMeta,
-        project: &str,
-        path: &str,
-    ) -> Result<(), ApiError> {
-        const OP: &str = "delete";
-        self.authorize_path(OP, meta, Action::Delete, project, path)
-            .await?;
-        let target = Target::path(project, path);
-        let days = i64::from(self.limits().delete_recovery_days);
-        let purge_at =
-            DateTime::from_millis(DateTime::now().timestamp_millis() + days * 86_400_000);
-        match secrets::soft_delete(self.db(), project, path, purge_at).await {
-            Ok(Some(id)) => {
-                self.audit_success(
-                    OP,
-                    meta,
-                    Target {
-                        secret_id: Some(&id),
-                        ..target
-                    },
-                )
-                .await
-            }
-            Ok(None) => Err(self.fail(OP, meta, not_found(), target).await),
-            Err(e) => Err(self.fail(OP, meta, e.into(), target).await),
-        }
+    pub async fn delete(&self, meta: &RequestMeta, key: &SecretKey) -> Result<(), ApiError> {
+        self.run(Op::Delete, meta, async |scope| {
+            scope.key(key);
+            self.require_on(meta, Action::Delete, key)?;
+            let days = i64::from(self.limits().delete_recovery_days);
+            let purge_at = BsonDateTime::from_millis(
+                BsonDateTime::now().timestamp_millis() + days * 86_400_000,
+            );
+            let id = secrets::soft_delete(self.db(), key.project(), key.path(), purge_at)
+                .await?
+                .ok_or_else(not_found)?;
+            scope.secret_id(&id);
+            Ok(())
+        })
+        .await
     }
 
-    pub async fn restore(
-        &self,
-        meta: &RequestMeta,
-        project: &str,
-        path: &str,
-    ) -> Result<(), ApiError> {
-        const OP: &str = "restore";
-        self.authorize_path(OP, meta, Action::Delete, project, path)
-            .await?;
-        let target = Target::path(project, path);
-        match secrets::restore(self.db(), project, path).await {
-            Ok(Some(id)) => {
-                self.audit_success(
-                    OP,
-                    meta,
-                    Target {
-                        secret_id: Some(&id),
-                        ..target
-                    },
-                )
-                .await
-            }
-            Ok(None) => {
-                let e = ApiError::not_found(
-                    "deleted_secret_not_found",
-                    "no deleted secret at that project and path (or it was purged)",
-                );
-                Err(self.fail(OP, meta, e, target).await)
-            }
-            Err(e) => Err(self.fail(OP, meta, e.into(), target).await),
-        }
+    pub async fn restore(&self, meta: &RequestMeta, key: &SecretKey) -> Result<(), ApiError> {
+        self.run(Op::Restore, meta, async |scope| {
+            scope.key(key);
+            self.require_on(meta, Action::Delete, key)?;
+            let id = secrets::restore(self.db(), key.project(), key.path())
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::DeletedSecretNotFound,
+                        "no deleted secret at that project and path (or it was purged)",
+                    )
+                })?;
+            scope.secret_id(&id);
+            Ok(())
+        })
+        .await
     }
 
     pub async fn versions(
         &self,
         meta: &RequestMeta,
-        project: &str,
-        path: &str,
-    ) -> Result<SecretView<VersionMeta>, ApiError> {
-        const OP: &str = "versions";
-        self.authorize_path(OP, meta, Action::List, project, path)
-            .await?;
-        let target = Target::path(project, path);
-        match secrets::versions(self.db(), project, path).await {
-            Ok(Some(view)) => {
-                self.audit_success(
-                    OP,
-                    meta,
-                    Target {
-                        secret_id: Some(&view.id),
-                        ..target
-                    },
-                )
-                .await?;
-                Ok(view)
-            }
-            Ok(None) => Err(self.fail(OP, meta, not_found(), target).await),
-            Err(e) => Err(self.fail(OP, meta, e.into(), target).await),
-        }
+        key: &SecretKey,
+    ) -> Result<VersionHistory, ApiError> {
+        self.run(Op::Versions, meta, async |scope| {
+            scope.key(key);
+            self.require_on(meta, Action::List, key)?;
+            let view = secrets::versions(self.db(), key.project(), key.path())
+                .await?
+                .ok_or_else(not_found)?;
+            scope.secret_id(&view.id);
+            Ok(VersionHistory {
+                versions: view
+                    .versions
+                    .into_iter()
+                    .map(|v: VersionMeta| VersionInfo {
+                        version: v.version,
+                        created_at: utc(v.created_at),
+                        created_by: v.created_by,
+                    })
+                    .collect(),
+                id: view.id,
+                project: view.project,
+                path: view.path,
+                current_version: view.current_version,
+            })
+        })
+        .await
     }
 
     /// Secrets the caller may `list`, in stable `(project, path)` order.
-    pub async fn list(
-        &self,
-        meta: &RequestMeta,
-        project: Option<&str>,
-        prefix: Option<&str>,
-        limit: i64,
-        cursor: Option<&str>,
-    ) -> Result<Page, ApiError> {
-        const OP: &str = "list";
-        let target = Target {
-            project,
-            path: prefix,
-            ..Target::default()
-        };
-        let checked = (|| {
-            if let Some(p) = project {
-                check_project(p)?;
-            }
+    pub async fn list(&self, meta: &RequestMeta, q: ListQuery<'_>) -> Result<Page, ApiError> {
+        self.run(Op::List, meta, async |scope| {
+            let project = q.project.as_ref().map(ProjectName::as_str);
+            scope.project(project);
+            scope.path(q.prefix);
+            let limit = q.limit;
             if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-                return Err(ApiError::bad_request(
-                    "invalid_limit",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidLimit,
                     format!("`limit` must be 1-{MAX_LIST_LIMIT}"),
                 ));
             }
-            cursor.map(decode_cursor).transpose()
-        })();
-        let mut after = self.or_fail(OP, meta, target, checked).await?;
-        let mut items = Vec::new();
-        let mut exhausted = false;
-        // Bounded: a caller that may list little of a large project gets short pages.
-        for _ in 0..20 {
-            let after_ref = after.as_ref().map(|(p, q)| (p.as_str(), q.as_str()));
-            let batch = self
-                .or_fail(
-                    OP,
-                    meta,
-                    target,
-                    secrets::list_page(self.db(), project, prefix, after_ref, limit).await,
-                )
-                .await?;
-            exhausted = (batch.len() as i64) < limit;
-            for item in batch {
-                after = Some((item.project.clone(), item.path.clone()));
-                if self.may(
-                    meta,
-                    Action::List,
-                    &secret_resource(&item.project, &item.path),
-                ) {
-                    items.push(item);
-                    if items.len() as i64 == limit {
-                        break;
+            let mut after = q.cursor.map(decode_cursor).transpose()?;
+            let mut items = Vec::new();
+            let mut exhausted = false;
+            // Bounded: a caller that may list little of a large project gets short pages.
+            for _ in 0..20 {
+                let after_ref = after.as_ref().map(|(p, q)| (p.as_str(), q.as_str()));
+                let batch =
+                    secrets::list_page(self.db(), project, q.prefix, after_ref, limit).await?;
+                exhausted = (batch.len() as i64) < limit;
+                for item in batch {
+                    after = Some((item.project.clone(), item.path.clone()));
+                    let resource = secret_resource(&item.project, &item.path);
+                    if self.may(meta, Action::List, &resource) {
+                        items.push(SecretSummary::from_view(item));
+                        if items.len() as i64 == limit {
+                            break;
+                        }
                     }
                 }
+                if exhausted || items.len() as i64 == limit {
+                    break;
+                }
             }
-            if exhausted || items.len() as i64 == limit {
-                break;
-            }
-        }
-        let more = !exhausted || items.len() as i64 == limit;
-        let next_cursor = more
-            .then(|| after.map(|(p, q)| encode_cursor(&p, &q)))
-            .flatten();
-        self.audit_success(OP, meta, target).await?;
-        Ok(Page { items, next_cursor })
+            let more = !exhausted || items.len() as i64 == limit;
+            let next_cursor = more
+                .then(|| after.map(|(p, q)| encode_cursor(&p, &q)))
+                .flatten();
+            Ok(Page { items, next_cursor })
+        })
+        .await
     }
 }
 
@@ -517,8 +538,8 @@ fn encode_cursor(project: &str, path: &str) -> String {
 
 fn decode_cursor(cursor: &str) -> Result<(String, String), ApiError> {
     let bad = || {
-        ApiError::bad_request(
-            "invalid_cursor",
+        ApiError::new(
+            ErrorCode::InvalidCursor,
             "`cursor` is not one this service returned",
         )
     };

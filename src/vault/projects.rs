@@ -1,76 +1,88 @@
 //! Projects: a registry of names with descriptions. Secrets may live in a
 //! project before it is registered (as Vault paths do); registering documents it.
 
-use mongodb::bson::DateTime;
+use chrono::{DateTime, Utc};
+use mongodb::bson::DateTime as BsonDateTime;
 
-use super::names::check_project;
-use super::{RequestMeta, Target, Vault};
+use super::names::ProjectName;
+use super::{utc, Op, RequestMeta, Vault};
 use crate::auth::{project_resource, Action};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::projects::{self, ProjectDoc};
+
+/// A registered project.
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+impl From<ProjectDoc> for Project {
+    fn from(p: ProjectDoc) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+            description: p.description,
+            created_at: utc(p.created_at),
+            created_by: p.created_by,
+        }
+    }
+}
 
 impl Vault {
     pub async fn create_project(
         &self,
         meta: &RequestMeta,
-        name: &str,
+        name: &ProjectName,
         description: Option<String>,
-    ) -> Result<ProjectDoc, ApiError> {
-        const OP: &str = "project_create";
-        let target = Target {
-            project: Some(name),
-            ..Target::default()
-        };
-        if let Err(e) = check_project(name).and_then(|_| check_description(&description)) {
-            return Err(self.fail(OP, meta, e, Target::default()).await);
-        }
-        self.authorize(
-            OP,
-            meta,
-            Action::Write,
-            &project_resource(name),
-            &format!("project {name}"),
-            target,
-        )
-        .await?;
-        let doc = ProjectDoc {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: name.to_string(),
-            description,
-            created_at: DateTime::now(),
-            created_by: meta.actor().to_string(),
-        };
-        match projects::insert(self.db(), &doc).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let e = ApiError::conflict("project_exists", "a project with that name exists");
-                return Err(self.fail(OP, meta, e, target).await);
+    ) -> Result<Project, ApiError> {
+        self.run(Op::ProjectCreate, meta, async |scope| {
+            check_description(&description)?;
+            scope.project(Some(name.as_str()));
+            self.require(
+                meta,
+                Action::Write,
+                &project_resource(name.as_str()),
+                &format!("project {}", name.as_str()),
+            )?;
+            let doc = ProjectDoc {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: name.as_str().to_string(),
+                description,
+                created_at: BsonDateTime::now(),
+                created_by: meta.actor().to_string(),
+            };
+            if !projects::insert(self.db(), &doc).await? {
+                return Err(ApiError::new(
+                    ErrorCode::ProjectExists,
+                    "a project with that name exists",
+                ));
             }
-            Err(e) => return Err(self.fail(OP, meta, e.into(), target).await),
-        }
-        self.audit_success(OP, meta, target).await?;
-        Ok(doc)
+            Ok(Project::from(doc))
+        })
+        .await
     }
 
     /// The projects the caller may `list`.
-    pub async fn list_projects(&self, meta: &RequestMeta) -> Result<Vec<ProjectDoc>, ApiError> {
-        const OP: &str = "project_list";
-        let all = self
-            .or_fail(OP, meta, Target::default(), projects::list(self.db()).await)
-            .await?;
-        let visible = all
-            .into_iter()
-            .filter(|p| self.may(meta, Action::List, &project_resource(&p.name)))
-            .collect();
-        self.audit_success(OP, meta, Target::default()).await?;
-        Ok(visible)
+    pub async fn list_projects(&self, meta: &RequestMeta) -> Result<Vec<Project>, ApiError> {
+        self.run(Op::ProjectList, meta, async |_| {
+            let all = projects::list(self.db()).await?;
+            Ok(all
+                .into_iter()
+                .filter(|p| self.may(meta, Action::List, &project_resource(&p.name)))
+                .map(Project::from)
+                .collect())
+        })
+        .await
     }
 }
 
 fn check_description(d: &Option<String>) -> Result<(), ApiError> {
     if d.as_ref().is_some_and(|d| d.len() > 1024) {
-        return Err(ApiError::bad_request(
-            "invalid_metadata",
+        return Err(ApiError::new(
+            ErrorCode::InvalidMetadata,
             "`description` must be at most 1024 characters",
         ));
     }

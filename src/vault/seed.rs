@@ -5,50 +5,27 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use super::{RequestMeta, Target, Value, Vault};
+use super::names::SecretKey;
+use super::{Op, RequestMeta, Value, Vault};
 use crate::auth::{secret_resource, Action};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::secrets::{self, Locator};
 
 impl Vault {
     /// Decodes, seals and stores a new secret; returns its id.
     pub async fn create(&self, secret_b64: &str, meta: &RequestMeta) -> Result<String, ApiError> {
-        const OP: &str = "create";
-        let project = self.limits().default_project.clone();
-        let id = uuid::Uuid::new_v4().to_string();
-        let target = Target {
-            secret_id: Some(&id),
-            ..Target::path(&project, &id)
-        };
-        let resource = secret_resource(&project, &id);
-        self.authorize(
-            OP,
-            meta,
-            Action::Write,
-            &resource,
-            &format!("{project}:{id}"),
-            target,
-        )
-        .await?;
-        let plaintext = self
-            .or_fail(
-                OP,
-                meta,
-                target,
-                self.decode_value(Value::Base64(secret_b64), "secret"),
-            )
-            .await?;
-        let first = self
-            .or_fail(
-                OP,
-                meta,
-                target,
-                self.seal_version(&id, 1, &plaintext, meta.actor()),
-            )
-            .await?;
-        let doc = self.new_doc(&id, &project, &id, first);
-        self.persist_new(OP, meta, &doc).await?;
-        Ok(id)
+        self.run(Op::Create, meta, async |scope| {
+            let id = uuid::Uuid::new_v4().to_string();
+            let key = SecretKey::new(&self.limits().default_project, &id)?;
+            scope.key(&key);
+            scope.secret_id(&id);
+            self.require_on(meta, Action::Write, &key)?;
+            let plaintext = self.decode_value(Value::Base64(secret_b64), "secret")?;
+            let doc = self.sealed_doc(meta, &id, &key, &plaintext)?;
+            self.insert_new(scope, &doc).await?;
+            Ok(id)
+        })
+        .await
     }
 
     /// Returns the current value of a secret (UUID- or path-addressed), base64-encoded.
@@ -57,36 +34,29 @@ impl Vault {
         secret_id: &str,
         meta: &RequestMeta,
     ) -> Result<Zeroizing<String>, ApiError> {
-        const OP: &str = "fetch";
-        let id = self
-            .or_fail(OP, meta, Target::default(), parse_secret_id(secret_id))
-            .await?;
-        let found = match secrets::find_live(self.db(), Locator::Id(&id), None).await {
-            Ok(Some(found)) => found,
-            Ok(None) => {
-                let e = ApiError::not_found("secret_not_found", "no secret with that id");
-                return Err(self.fail(OP, meta, e, Target::id(&id)).await);
-            }
-            Err(e) => return Err(self.fail(OP, meta, e.into(), Target::id(&id)).await),
-        };
-        let target = Target {
-            secret_id: Some(&found.id),
-            version: Some(found.current_version),
-            ..Target::path(&found.project, &found.path)
-        };
-        let resource = secret_resource(&found.project, &found.path);
-        let shown = format!("{}:{}", found.project, found.path);
-        self.authorize(OP, meta, Action::Read, &resource, &shown, target)
-            .await?;
-        let Some(version) = found.versions.last() else {
-            let e = ApiError::internal(&format_args!("secret {id} has no versions"));
-            return Err(self.fail(OP, meta, e, target).await);
-        };
-        let plaintext = self
-            .or_fail(OP, meta, target, self.open(&found.id, version).await)
-            .await?;
-        self.audit_success(OP, meta, target).await?;
-        Ok(Zeroizing::new(STANDARD.encode(plaintext.as_slice())))
+        self.run(Op::Fetch, meta, async |scope| {
+            let id = parse_secret_id(secret_id)?;
+            scope.secret_id(&id);
+            let found = secrets::find_live(self.db(), Locator::Id(&id), None)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::SecretNotFound, "no secret with that id")
+                })?;
+            scope.project(Some(&found.project));
+            scope.path(Some(&found.path));
+            scope.version(Some(found.current_version));
+            let resource = secret_resource(&found.project, &found.path);
+            let shown = format!("{}:{}", found.project, found.path);
+            self.require(meta, Action::Read, &resource, &shown)?;
+            let Some(version) = found.versions.last() else {
+                return Err(ApiError::internal(&format_args!(
+                    "secret {id} has no versions"
+                )));
+            };
+            let plaintext = self.open(&found.id, version).await?;
+            Ok(Zeroizing::new(STANDARD.encode(plaintext.as_slice())))
+        })
+        .await
     }
 }
 
@@ -94,5 +64,5 @@ impl Vault {
 pub fn parse_secret_id(text: &str) -> Result<String, ApiError> {
     uuid::Uuid::parse_str(text.trim())
         .map(|u| u.hyphenated().to_string())
-        .map_err(|_| ApiError::bad_request("invalid_secret_id", "`secret_id` must be a UUID"))
+        .map_err(|_| ApiError::new(ErrorCode::InvalidSecretId, "`secret_id` must be a UUID"))
 }

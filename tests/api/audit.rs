@@ -117,7 +117,7 @@ async fn forwarded_for_is_used_only_when_proxy_headers_are_trusted() {
             .send()
             .await
             .expect("sent");
-        assert_eq!(res.status().as_u16(), 201);
+        assert_eq!(res.status().as_u16(), 200);
         let found = records(&app, doc! {}).await;
         assert_eq!(
             found[0].get_str("client_ip").expect("ip"),

@@ -111,7 +111,7 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
         .send()
         .await
         .expect("create");
-    assert_eq!(res.status().as_u16(), 201);
+    assert_eq!(res.status().as_u16(), 200);
     let id = res.json::<serde_json::Value>().await.expect("json")["secret_id"]
         .as_str()
         .expect("id")

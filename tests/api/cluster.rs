@@ -103,7 +103,7 @@ async fn create(http: &reqwest::Client, url: &str, value: &str) -> Result<String
         .await
         .map_err(|_| 0u16)?;
     let status = res.status().as_u16();
-    if status != 201 {
+    if status != 200 {
         return Err(status);
     }
     let body: serde_json::Value = res.json().await.map_err(|_| 1u16)?;

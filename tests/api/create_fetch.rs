@@ -3,7 +3,7 @@ use serde_json::json;
 use crate::helpers::{b64, spawn_app};
 
 #[tokio::test]
-async fn create_returns_201_with_a_uuid_v4_and_fetch_returns_the_same_base64() {
+async fn create_returns_200_with_a_uuid_v4_and_fetch_returns_the_same_base64() {
     let app = spawn_app().await;
     let plaintext = b"postgres://app:s3cr3t@db/prod";
 
@@ -11,7 +11,7 @@ async fn create_returns_201_with_a_uuid_v4_and_fetch_returns_the_same_base64() {
         .post_json("/vault/secret/create", &json!({ "secret": b64(plaintext) }))
         .await;
 
-    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.status, 200, "{}", res.text);
     let id = res.json()["secret_id"]
         .as_str()
         .expect("secret_id")
@@ -31,7 +31,7 @@ async fn trailing_slash_create_works_too() {
     let res = app
         .post_json("/vault/secret/create/", &json!({ "secret": b64(b"x") }))
         .await;
-    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.status, 200, "{}", res.text);
     let id = res.json()["secret_id"].as_str().expect("id").to_string();
     assert_eq!(app.fetch(&id).await.json()["secret"], b64(b"x"));
 }
@@ -89,7 +89,7 @@ async fn concurrent_creates_all_land() {
                     .send()
                     .await
                     .expect("sent");
-                assert_eq!(res.status().as_u16(), 201);
+                assert_eq!(res.status().as_u16(), 200);
                 let body: serde_json::Value = res.json().await.expect("json");
                 (i, body["secret_id"].as_str().expect("id").to_string())
             })

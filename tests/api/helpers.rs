@@ -155,7 +155,7 @@ impl TestApp {
                 &serde_json::json!({ "secret": b64(plaintext) }),
             )
             .await;
-        assert_eq!(res.status, 201, "create: {}", res.text);
+        assert_eq!(res.status, 200, "create: {}", res.text);
         res.json()["secret_id"]
             .as_str()
             .expect("secret_id")

@@ -4,6 +4,7 @@ mod binary;
 mod browser;
 mod cli;
 mod cluster;
+mod conformance;
 mod create_fetch;
 mod database;
 mod encryption;

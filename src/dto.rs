@@ -1,0 +1,386 @@
+//! Wire types: the JSON bodies of the HTTP API, shared by its handlers, the
+//! NATS bridge (which answers with the same shapes) and the CLI (which
+//! deserializes them). Conversions from the vault's own types live here.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::vault::audit_query::AuditEntry as VaultAuditEntry;
+use crate::vault::keys::{KeyStatus, RewrapReport};
+use crate::vault::named::{SecretRecord, SecretSummary as VaultSummary, VersionHistory};
+use crate::vault::projects::Project;
+
+/// The header naming the calling service.
+pub const SERVICE_HEADER: &str = "x-service";
+/// The header carrying the calling service's token.
+pub const TOKEN_HEADER: &str = "x-token";
+
+// ---- seed-compatible UUID endpoints ----
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CreateRequest {
+    /// The secret, standard base64 (RFC 4648, padded).
+    #[schema(example = "aHVudGVyMg==")]
+    pub secret: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CreateResponse {
+    /// The new secret's id (UUID v4).
+    pub secret_id: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct FetchRequest {
+    /// The id returned by create (or the `id` of a path-addressed secret).
+    pub secret_id: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct FetchResponse {
+    /// The secret, base64 exactly as created.
+    pub secret: String,
+}
+
+// ---- path-addressed secrets ----
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CreateSecretRequest {
+    /// Project name: 1-64 of `A-Z a-z 0-9 _ - .`, not starting with `.`.
+    #[schema(example = "newsbot")]
+    pub project: String,
+    /// `/`-separated segments of `A-Z a-z 0-9 _ - .`; no empty, `.` or `..` segments.
+    #[schema(example = "prod/api-key")]
+    pub path: String,
+    /// The value as text. Give exactly one of `value` and `value_b64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value as standard base64, for binary values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct UpdateSecretRequest {
+    /// The new value as text. Give exactly one of `value` and `value_b64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The new value as standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_b64: Option<String>,
+    /// Only update if this is still the current version (compare-and-set); 409 otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<i64>,
+}
+
+/// A secret version with its value.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SecretResponse {
+    pub id: String,
+    pub project: String,
+    pub path: String,
+    /// The value as text, when it is valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value as standard base64 (always present).
+    pub value_b64: String,
+    /// The version returned.
+    pub version: i64,
+    pub current_version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    /// When this version was written.
+    pub updated_at: DateTime<Utc>,
+    /// Who wrote this version.
+    pub updated_by: String,
+}
+
+impl From<SecretRecord> for SecretResponse {
+    fn from(r: SecretRecord) -> Self {
+        Self {
+            value: std::str::from_utf8(&r.value).ok().map(str::to_string),
+            value_b64: STANDARD.encode(r.value.as_slice()),
+            id: r.id,
+            project: r.project,
+            path: r.path,
+            version: r.version,
+            current_version: r.current_version,
+            description: r.description,
+            tags: r.tags,
+            kind: r.kind,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            updated_at: r.updated_at,
+            updated_by: r.updated_by,
+        }
+    }
+}
+
+/// A secret without its value.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SecretSummary {
+    pub id: String,
+    /// `<project>/<path>`: what NATS `get` and the CLI take.
+    pub key: String,
+    pub project: String,
+    pub path: String,
+    /// The current version.
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+impl From<VaultSummary> for SecretSummary {
+    fn from(s: VaultSummary) -> Self {
+        Self {
+            key: format!("{}/{}", s.project, s.path),
+            id: s.id,
+            project: s.project,
+            path: s.path,
+            version: s.current_version,
+            description: s.description,
+            tags: s.tags,
+            kind: s.kind,
+            updated_at: s.updated_at,
+            updated_by: s.updated_by,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SecretList {
+    pub items: Vec<SecretSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl From<crate::vault::named::Page> for SecretList {
+    fn from(page: crate::vault::named::Page) -> Self {
+        Self {
+            items: page.items.into_iter().map(SecretSummary::from).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct VersionInfo {
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct VersionList {
+    pub id: String,
+    pub project: String,
+    pub path: String,
+    pub current_version: i64,
+    /// Kept versions, newest first (up to `MAX_VERSIONS`).
+    pub versions: Vec<VersionInfo>,
+}
+
+impl From<VersionHistory> for VersionList {
+    fn from(h: VersionHistory) -> Self {
+        Self {
+            id: h.id,
+            project: h.project,
+            path: h.path,
+            current_version: h.current_version,
+            versions: h
+                .versions
+                .into_iter()
+                .map(|v| VersionInfo {
+                    version: v.version,
+                    created_at: v.created_at,
+                    created_by: v.created_by,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AuthTestResponse {
+    #[schema(example = "ok")]
+    pub status: String,
+    pub message: String,
+}
+
+// ---- projects ----
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CreateProjectRequest {
+    #[schema(example = "newsbot")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ProjectResponse {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+impl From<Project> for ProjectResponse {
+    fn from(p: Project) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+            description: p.description,
+            created_at: p.created_at,
+            created_by: p.created_by,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ProjectList {
+    pub items: Vec<ProjectResponse>,
+}
+
+// ---- keys ----
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RotateResponse {
+    /// The new active data key.
+    pub active_key_id: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RewrapResponse {
+    pub active_key_id: String,
+    pub documents_scanned: u64,
+    pub versions_rewrapped: u64,
+    pub documents_skipped: u64,
+    pub versions_remaining: u64,
+}
+
+impl From<RewrapReport> for RewrapResponse {
+    fn from(r: RewrapReport) -> Self {
+        Self {
+            active_key_id: r.active_key_id,
+            documents_scanned: r.documents_scanned,
+            versions_rewrapped: r.versions_rewrapped,
+            documents_skipped: r.documents_skipped,
+            versions_remaining: r.versions_remaining,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct KeyInfo {
+    pub key_id: String,
+    /// `active` or `retired`.
+    pub state: String,
+    /// The entry that holds a master key used before the keyring existed.
+    pub legacy: bool,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<DateTime<Utc>>,
+    /// Seals made under the key (flushed every few seconds).
+    pub seals: i64,
+    /// Stored versions still sealed under the key.
+    pub versions: u64,
+}
+
+impl From<KeyStatus> for KeyInfo {
+    fn from(k: KeyStatus) -> Self {
+        Self {
+            key_id: k.key_id,
+            state: k.state,
+            legacy: k.legacy,
+            created_at: k.created_at,
+            retired_at: k.retired_at,
+            seals: k.seals,
+            versions: k.versions,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub active_key_id: Option<String>,
+    pub keys: Vec<KeyInfo>,
+}
+
+// ---- audit ----
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub ts: DateTime<Utc>,
+    pub action: String,
+    pub outcome: String,
+    pub channel: String,
+    pub actor: Option<String>,
+    pub secret_id: Option<String>,
+    pub project: Option<String>,
+    pub path: Option<String>,
+    pub version: Option<i64>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub error_code: Option<String>,
+}
+
+impl From<VaultAuditEntry> for AuditEntry {
+    fn from(r: VaultAuditEntry) -> Self {
+        Self {
+            ts: r.ts,
+            action: r.action,
+            outcome: r.outcome,
+            channel: r.channel,
+            actor: r.actor,
+            secret_id: r.secret_id,
+            project: r.project,
+            path: r.path,
+            version: r.version,
+            client_ip: r.client_ip,
+            user_agent: r.user_agent,
+            request_id: r.request_id,
+            error_code: r.error_code,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    pub records: Vec<AuditEntry>,
+}
+
+// ---- health ----
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    #[schema(example = "healthy")]
+    pub status: String,
+    #[schema(example = "secret-manager")]
+    pub service: String,
+}
