@@ -114,3 +114,54 @@ async fn concurrent_creates_all_land() {
 async fn spawn_app_with_max(max: usize) -> crate::helpers::TestApp {
     crate::helpers::spawn_app_with(&[("MAX_SECRET_BYTES", &max.to_string())]).await
 }
+
+/// The seed service's clients read FastAPI's `detail`; the standard `error` object stays.
+#[tokio::test]
+async fn seed_routes_answer_errors_with_detail_beside_the_error_object() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            "/vault/secret/fetch",
+            json!({ "secret_id": uuid::Uuid::new_v4().to_string() }),
+            404,
+            "secret_not_found",
+        ),
+        (
+            "/vault/secret/create",
+            json!({ "secret": "not base64!" }),
+            400,
+            "invalid_base64",
+        ),
+        (
+            "/vault/secret/fetch",
+            json!({ "secret_id": "nope" }),
+            400,
+            "invalid_secret_id",
+        ),
+        ("/vault/secret/create", json!({}), 400, "missing_field"),
+    ];
+    for (path, body, status, code) in cases {
+        let res = app.post_json(path, &body).await;
+        assert_eq!(res.status, status, "{path} {body}: {}", res.text);
+        let json = res.json();
+        assert_eq!(json["error"]["code"], code, "{path} {body}: {json}");
+        let detail = json["detail"].as_str().expect("a detail string");
+        match code {
+            "secret_not_found" => assert_eq!(detail, "Secret not found"),
+            "invalid_base64" => assert!(detail.starts_with("invalid base64"), "{detail}"),
+            _ => assert_eq!(detail, json["error"]["message"], "{json}"),
+        }
+    }
+    // Identity headers stay required on the seed routes, and their 401 says so in `detail`.
+    let res = crate::helpers::TestApp::send(
+        app.request_as(None, reqwest::Method::POST, "/vault/secret/create")
+            .json(&json!({ "secret": b64(b"x") })),
+    )
+    .await;
+    assert_eq!(res.status, 401, "{}", res.text);
+    assert_eq!(res.json()["error"]["code"], "unauthorized");
+    assert!(res.json()["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    // The path-addressed API keeps the plain error body.
+    let res = app.get("/api/secrets/p/missing").await;
+    assert!(res.json().get("detail").is_none(), "{}", res.text);
+}

@@ -165,6 +165,16 @@ async fn every_operation_works_and_is_audited_on_the_nats_channel() {
         .collect();
     assert_eq!(paths, ["blob", "openai-key"]);
     assert!(!list.to_string().contains("sk-2"), "lists carry no values");
+    // Each item's `key` goes straight back into `get`.
+    let first_key = list["data"]["items"][1]["key"].as_str().expect("key");
+    assert_eq!(first_key, "agents/openai-key");
+    let again = ask(
+        &nc,
+        SUBJECT,
+        with_id(&app, json!({ "operation": "get", "key": first_key })),
+    )
+    .await;
+    assert_eq!(again["data"]["value"], "sk-2", "{again}");
     let status = ask(
         &nc,
         SUBJECT,
