@@ -1,8 +1,10 @@
-//! Typed configuration from environment variables.
+//! Typed configuration from environment variables: the composition root.
 //!
 //! Every variable is read as text through `envy`, then parsed here so that each
 //! problem names its variable. All problems are collected and reported at once;
-//! secret values are never echoed.
+//! secret values are never echoed. The settings types belong to the modules
+//! that use them (`StoreSettings`, `NatsSettings`, `LogFormat`, ...); this module
+//! builds them, and only start-up, the CLI and tests import it.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -13,6 +15,9 @@ use serde::Deserialize;
 
 use crate::auth::AuthSettings;
 use crate::crypto::MasterKey;
+use crate::nats::NatsSettings;
+use crate::store::StoreSettings;
+pub use crate::telemetry::LogFormat;
 
 /// Raw environment, every field optional text.
 #[derive(Deserialize, Default)]
@@ -56,22 +61,13 @@ struct RawEnv {
     nats_audit_subject: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Pretty,
-}
-
 /// The validated configuration of one service instance.
 #[derive(Clone)]
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub workers: Option<usize>,
-    pub mongo_uri: SecretString,
-    pub mongo_db: String,
-    pub mongo_timeout: Duration,
-    pub mongo_max_pool_size: u32,
+    pub store: StoreSettings,
     pub master_key: MasterKey,
     pub master_key_previous: Option<MasterKey>,
     pub keyring: crate::crypto::KeyringSettings,
@@ -87,7 +83,7 @@ pub struct Config {
     pub default_project: String,
     pub auth_failure_burst: u32,
     pub auth_failure_per_minute: u32,
-    pub nats: Option<crate::nats::NatsSettings>,
+    pub nats: Option<NatsSettings>,
 }
 
 impl std::fmt::Debug for Config {
@@ -95,7 +91,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("mongo_db", &self.mongo_db)
+            .field("mongo_db", &self.store.db)
             .field("master_key_id", &self.master_key.key_id())
             .finish_non_exhaustive()
     }
@@ -131,14 +127,27 @@ impl Config {
         Self::from_raw(raw, &pairs)
     }
 
-    fn from_raw(raw: RawEnv, env: &[(String, String)]) -> Result<Self, ConfigError> {
+    fn from_raw(mut raw: RawEnv, env: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut errors = Vec::new();
         let (config_path, config_required) = match raw.config_file.as_deref().map(str::trim) {
             None | Some("") => (PathBuf::from("config.yaml"), false),
             Some(path) => (PathBuf::from(path), true),
         };
         let auth = crate::auth::settings::load(&config_path, config_required, env, &mut errors);
-        let nats = nats_settings(&raw, &auth, &mut errors);
+        let nats_acl = crate::nats::settings::parse_acl(&auth.nats_acl, &auth.source, &mut errors);
+        // First, because the NATS message limit follows from it.
+        let max_secret_bytes = Parser {
+            errors: &mut errors,
+        }
+        .bounded(
+            "MAX_SECRET_BYTES",
+            raw.max_secret_bytes.take(),
+            65_536,
+            1,
+            16 * 1024 * 1024,
+        );
+        let max_payload = max_secret_bytes.map_or(0, body_limit);
+        let nats = nats_settings(&raw, nats_acl, max_payload, &mut errors);
         let mut p = Parser {
             errors: &mut errors,
         };
@@ -156,13 +165,6 @@ impl Config {
             100,
             1,
             10_000,
-        );
-        let max_secret_bytes = p.bounded(
-            "MAX_SECRET_BYTES",
-            raw.max_secret_bytes,
-            65_536,
-            1,
-            16 * 1024 * 1024,
         );
         let max_versions = p.bounded("MAX_VERSIONS", raw.max_versions, 10, 1, 100);
         let delete_recovery_days =
@@ -322,10 +324,12 @@ impl Config {
                 host,
                 port,
                 workers,
-                mongo_uri,
-                mongo_db,
-                mongo_timeout: Duration::from_millis(timeout_ms),
-                mongo_max_pool_size: pool,
+                store: StoreSettings {
+                    uri: mongo_uri,
+                    db: mongo_db,
+                    timeout: Duration::from_millis(timeout_ms),
+                    max_pool_size: pool,
+                },
                 master_key,
                 max_secret_bytes,
                 audit_enabled,
@@ -340,13 +344,13 @@ impl Config {
 
     /// The largest request body accepted: a base64 secret of the maximum size plus room for JSON.
     pub fn max_body_bytes(&self) -> usize {
-        self.max_secret_bytes.div_ceil(3) * 4 + 4096
+        body_limit(self.max_secret_bytes)
     }
+}
 
-    /// The MongoDB URI, exposed only where the driver needs it.
-    pub fn mongo_uri(&self) -> &str {
-        self.mongo_uri.expose_secret()
-    }
+/// The largest request body (HTTP) or message (NATS) for secrets of up to `max_secret_bytes`.
+fn body_limit(max_secret_bytes: usize) -> usize {
+    max_secret_bytes.div_ceil(3) * 4 + 4096
 }
 
 struct Parser<'a> {
@@ -429,11 +433,13 @@ impl Parser<'_> {
     }
 }
 
+/// The NATS bridge's settings, when `NATS_URL` turns it on.
 fn nats_settings(
     raw: &RawEnv,
-    auth: &AuthSettings,
+    acl: Vec<(String, std::collections::BTreeSet<String>)>,
+    max_payload: usize,
     errors: &mut Vec<String>,
-) -> Option<crate::nats::NatsSettings> {
+) -> Option<NatsSettings> {
     let url = raw
         .nats_url
         .as_deref()
@@ -484,7 +490,7 @@ fn nats_settings(
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     };
-    Some(crate::nats::NatsSettings {
+    Some(NatsSettings {
         url: url.to_string(),
         user: non_empty(&raw.nats_user),
         password,
@@ -495,8 +501,8 @@ fn nats_settings(
             .unwrap_or_else(|| "vault.requests".into()),
         queue_group: non_empty(&raw.nats_queue_group).unwrap_or_else(|| "secret-manager".into()),
         audit_subject: non_empty(&raw.nats_audit_subject),
-        acl: auth.nats_acl.clone(),
-        max_payload: 0,
+        acl,
+        max_payload,
     })
 }
 
@@ -591,8 +597,8 @@ mod tests {
         let c = with(&[("MASTER_KEY", KEY_B64)]).expect("valid");
         assert_eq!(c.port, 8000);
         assert_eq!(c.host.to_string(), "0.0.0.0");
-        assert_eq!(c.mongo_db, "vault");
-        assert_eq!(c.mongo_uri(), "mongodb://127.0.0.1:27017");
+        assert_eq!(c.store.db, "vault");
+        assert_eq!(c.store.uri.expose_secret(), "mongodb://127.0.0.1:27017");
         assert_eq!(c.max_secret_bytes, 65_536);
         assert!(c.audit_enabled);
         assert_eq!(c.audit_ttl_days, 0);
