@@ -6,6 +6,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod nats;
+pub mod settings;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
