@@ -11,3 +11,6 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod vault;
+
+#[cfg(test)]
+mod module_graph;
