@@ -1,8 +1,11 @@
-//! Typed configuration from environment variables.
+//! Typed configuration from environment variables: the composition root.
 //!
 //! Every variable is read as text through `envy`, then parsed here so that each
 //! problem names its variable. All problems are collected and reported at once;
-//! secret values are never echoed.
+//! secret values are never echoed. Secret settings (`X` or `X_FILE`) all go
+//! through [`crate::settings::secret`]. The settings types belong to the modules
+//! that use them (`StoreSettings`, `NatsSettings`, `LogFormat`, ...); this module
+//! builds them, and only start-up, the CLI and tests import it.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -13,22 +16,21 @@ use serde::Deserialize;
 
 use crate::auth::AuthSettings;
 use crate::crypto::MasterKey;
+use crate::nats::NatsSettings;
+use crate::settings;
+use crate::store::StoreSettings;
+pub use crate::telemetry::LogFormat;
 
-/// Raw environment, every field optional text.
+/// Raw environment, every field optional text. Secret settings are not here:
+/// they are read by name through [`settings::secret`].
 #[derive(Deserialize, Default)]
 struct RawEnv {
     host: Option<String>,
     port: Option<String>,
     workers: Option<String>,
-    mongo_uri: Option<SecretString>,
-    mongo_uri_file: Option<String>,
     mongo_db: Option<String>,
     mongo_timeout_ms: Option<String>,
     mongo_max_pool_size: Option<String>,
-    master_key: Option<SecretString>,
-    master_key_file: Option<String>,
-    master_key_previous: Option<SecretString>,
-    master_key_previous_file: Option<String>,
     key_rotation_days: Option<String>,
     key_max_seals: Option<String>,
     keyring_refresh_secs: Option<String>,
@@ -46,8 +48,6 @@ struct RawEnv {
     auth_failure_per_minute: Option<String>,
     nats_url: Option<String>,
     nats_user: Option<String>,
-    nats_password: Option<SecretString>,
-    nats_password_file: Option<String>,
     nats_creds_file: Option<String>,
     nats_tls: Option<String>,
     nats_ca_file: Option<String>,
@@ -56,22 +56,13 @@ struct RawEnv {
     nats_audit_subject: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Pretty,
-}
-
 /// The validated configuration of one service instance.
 #[derive(Clone)]
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub workers: Option<usize>,
-    pub mongo_uri: SecretString,
-    pub mongo_db: String,
-    pub mongo_timeout: Duration,
-    pub mongo_max_pool_size: u32,
+    pub store: StoreSettings,
     pub master_key: MasterKey,
     pub master_key_previous: Option<MasterKey>,
     pub keyring: crate::crypto::KeyringSettings,
@@ -87,7 +78,7 @@ pub struct Config {
     pub default_project: String,
     pub auth_failure_burst: u32,
     pub auth_failure_per_minute: u32,
-    pub nats: Option<crate::nats::NatsSettings>,
+    pub nats: Option<NatsSettings>,
 }
 
 impl std::fmt::Debug for Config {
@@ -95,7 +86,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("mongo_db", &self.mongo_db)
+            .field("mongo_db", &self.store.db)
             .field("master_key_id", &self.master_key.key_id())
             .finish_non_exhaustive()
     }
@@ -131,14 +122,27 @@ impl Config {
         Self::from_raw(raw, &pairs)
     }
 
-    fn from_raw(raw: RawEnv, env: &[(String, String)]) -> Result<Self, ConfigError> {
+    fn from_raw(mut raw: RawEnv, env: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut errors = Vec::new();
         let (config_path, config_required) = match raw.config_file.as_deref().map(str::trim) {
             None | Some("") => (PathBuf::from("config.yaml"), false),
             Some(path) => (PathBuf::from(path), true),
         };
         let auth = crate::auth::settings::load(&config_path, config_required, env, &mut errors);
-        let nats = nats_settings(&raw, &auth, &mut errors);
+        let nats_acl = crate::nats::settings::parse_acl(&auth.nats_acl, &auth.source, &mut errors);
+        // First, because the NATS message limit follows from it.
+        let max_secret_bytes = Parser {
+            errors: &mut errors,
+        }
+        .bounded(
+            "MAX_SECRET_BYTES",
+            raw.max_secret_bytes.take(),
+            65_536,
+            1,
+            16 * 1024 * 1024,
+        );
+        let max_payload = max_secret_bytes.map_or(0, body_limit);
+        let nats = nats_settings(&raw, env, nats_acl, max_payload, &mut errors);
         let mut p = Parser {
             errors: &mut errors,
         };
@@ -156,13 +160,6 @@ impl Config {
             100,
             1,
             10_000,
-        );
-        let max_secret_bytes = p.bounded(
-            "MAX_SECRET_BYTES",
-            raw.max_secret_bytes,
-            65_536,
-            1,
-            16 * 1024 * 1024,
         );
         let max_versions = p.bounded("MAX_VERSIONS", raw.max_versions, 10, 1, 100);
         let delete_recovery_days =
@@ -222,39 +219,19 @@ impl Config {
                 "`MONGO_DB` must be 1-63 characters of letters, digits, `_` or `-` (got `{mongo_db}`)"
             ));
         }
-        let mongo_uri = match load_mongo_uri(raw.mongo_uri, raw.mongo_uri_file) {
-            Ok(uri) => uri,
-            Err(e) => {
-                errors.push(e);
-                SecretString::from("")
-            }
-        };
-        let master_key = match load_master_key(raw.master_key, raw.master_key_file) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                errors.push(e);
+        let mongo_uri = collect(&mut errors, load_mongo_uri(env));
+        let master_key = match collect(&mut errors, load_master_key(env, "MASTER_KEY")) {
+            Some(None) => {
+                errors.push(
+                    "`MASTER_KEY` or `MASTER_KEY_FILE` is required (generate one with `secret-manager keygen`)"
+                        .into(),
+                );
                 None
             }
+            found => found.flatten(),
         };
-        let previous_given = raw
-            .master_key_previous
-            .as_ref()
-            .is_some_and(|s| !s.expose_secret().is_empty())
-            || raw
-                .master_key_previous_file
-                .as_ref()
-                .is_some_and(|s| !s.trim().is_empty());
-        let master_key_previous = if previous_given {
-            match load_master_key(raw.master_key_previous, raw.master_key_previous_file) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    errors.push(e.replace("MASTER_KEY", "MASTER_KEY_PREVIOUS"));
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let master_key_previous =
+            collect(&mut errors, load_master_key(env, "MASTER_KEY_PREVIOUS")).flatten();
         let mut p = Parser {
             errors: &mut errors,
         };
@@ -289,7 +266,7 @@ impl Config {
             trust_proxy_headers,
             shutdown_timeout_secs,
             log_format,
-            master_key,
+            (master_key, mongo_uri),
             (max_versions, delete_recovery_days),
             (auth_failure_burst, auth_failure_per_minute),
             keyring,
@@ -305,7 +282,7 @@ impl Config {
                 Some(trust_proxy_headers),
                 Some(shutdown_timeout_secs),
                 Some(log_format),
-                Some(master_key),
+                (Some(master_key), Some(mongo_uri)),
                 (Some(max_versions), Some(delete_recovery_days)),
                 (Some(auth_failure_burst), Some(auth_failure_per_minute)),
                 Some(keyring),
@@ -322,10 +299,12 @@ impl Config {
                 host,
                 port,
                 workers,
-                mongo_uri,
-                mongo_db,
-                mongo_timeout: Duration::from_millis(timeout_ms),
-                mongo_max_pool_size: pool,
+                store: StoreSettings {
+                    uri: mongo_uri,
+                    db: mongo_db,
+                    timeout: Duration::from_millis(timeout_ms),
+                    max_pool_size: pool,
+                },
                 master_key,
                 max_secret_bytes,
                 audit_enabled,
@@ -340,13 +319,18 @@ impl Config {
 
     /// The largest request body accepted: a base64 secret of the maximum size plus room for JSON.
     pub fn max_body_bytes(&self) -> usize {
-        self.max_secret_bytes.div_ceil(3) * 4 + 4096
+        body_limit(self.max_secret_bytes)
     }
+}
 
-    /// The MongoDB URI, exposed only where the driver needs it.
-    pub fn mongo_uri(&self) -> &str {
-        self.mongo_uri.expose_secret()
-    }
+/// The largest request body (HTTP) or message (NATS) for secrets of up to `max_secret_bytes`.
+fn body_limit(max_secret_bytes: usize) -> usize {
+    max_secret_bytes.div_ceil(3) * 4 + 4096
+}
+
+/// The value, or `None` after recording the problem.
+fn collect<T>(errors: &mut Vec<String>, result: Result<T, String>) -> Option<T> {
+    result.map_err(|e| errors.push(e)).ok()
 }
 
 struct Parser<'a> {
@@ -413,27 +397,21 @@ impl Parser<'_> {
     }
 
     fn boolean(&mut self, name: &str, value: Option<String>, default: bool) -> Option<bool> {
-        match value.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
-            None => Some(default),
-            Some(v) => match v.as_str() {
-                "" => Some(default),
-                "true" | "1" | "yes" | "on" => Some(true),
-                "false" | "0" | "no" | "off" => Some(false),
-                _ => {
-                    self.errors
-                        .push(format!("`{name}` must be `true` or `false` (got `{v}`)"));
-                    None
-                }
-            },
-        }
+        collect(
+            self.errors,
+            settings::boolean(name, value.as_deref(), default),
+        )
     }
 }
 
+/// The NATS bridge's settings, when `NATS_URL` turns it on.
 fn nats_settings(
     raw: &RawEnv,
-    auth: &AuthSettings,
+    env: &[(String, String)],
+    acl: Vec<(String, std::collections::BTreeSet<String>)>,
+    max_payload: usize,
     errors: &mut Vec<String>,
-) -> Option<crate::nats::NatsSettings> {
+) -> Option<NatsSettings> {
     let url = raw
         .nats_url
         .as_deref()
@@ -442,49 +420,23 @@ fn nats_settings(
     if !(url.starts_with("nats://") || url.starts_with("tls://")) {
         errors.push("`NATS_URL` must start with `nats://` or `tls://`".into());
     }
-    let password = match (
-        &raw.nats_password,
-        raw.nats_password_file.as_deref().filter(|f| !f.is_empty()),
-    ) {
-        (Some(_), Some(_)) => {
-            errors.push("set only one of `NATS_PASSWORD` and `NATS_PASSWORD_FILE`".into());
-            None
-        }
-        (Some(p), None) => Some(p.clone()),
-        (None, Some(f)) => match std::fs::read_to_string(f) {
-            Ok(t) => Some(SecretString::from(
-                t.trim_end_matches(['\n', '\r']).to_string(),
-            )),
-            Err(e) => {
-                errors.push(format!(
-                    "`NATS_PASSWORD_FILE` could not be read ({f}): {}",
-                    e.kind()
-                ));
-                None
-            }
-        },
-        (None, None) => None,
-    };
-    let tls_required = match raw
-        .nats_tls
-        .as_deref()
-        .map(|s| s.trim().to_ascii_lowercase())
-    {
-        None => url.starts_with("tls://"),
-        Some(v) if v == "true" || v == "1" => true,
-        Some(v) if v == "false" || v == "0" || v.is_empty() => url.starts_with("tls://"),
-        Some(v) => {
-            errors.push(format!("`NATS_TLS` must be `true` or `false` (got `{v}`)"));
-            false
-        }
-    };
+    let password = collect(errors, settings::secret(env, "NATS_PASSWORD"))
+        .flatten()
+        .map(|p| p.value);
+    // A `tls://` URL always means TLS; `NATS_TLS` can require it for `nats://` too.
+    let tls_required = collect(
+        errors,
+        settings::boolean("NATS_TLS", raw.nats_tls.as_deref(), false),
+    )
+    .unwrap_or(false)
+        || url.starts_with("tls://");
     let non_empty = |v: &Option<String>| {
         v.as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     };
-    Some(crate::nats::NatsSettings {
+    Some(NatsSettings {
         url: url.to_string(),
         user: non_empty(&raw.nats_user),
         password,
@@ -495,8 +447,8 @@ fn nats_settings(
             .unwrap_or_else(|| "vault.requests".into()),
         queue_group: non_empty(&raw.nats_queue_group).unwrap_or_else(|| "secret-manager".into()),
         audit_subject: non_empty(&raw.nats_audit_subject),
-        acl: auth.nats_acl.clone(),
-        max_payload: 0,
+        acl,
+        max_payload,
     })
 }
 
@@ -508,72 +460,30 @@ fn valid_db_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// `MONGO_URI` or `MONGO_URI_FILE` (it may hold a password), at most one.
-fn load_mongo_uri(
-    inline: Option<SecretString>,
-    file: Option<String>,
-) -> Result<SecretString, String> {
-    let inline = inline.filter(|s| !s.expose_secret().trim().is_empty());
-    let file = file.filter(|s| !s.trim().is_empty());
-    let (uri, name) = match (inline, file) {
-        (Some(_), Some(_)) => {
-            return Err("set only one of `MONGO_URI` and `MONGO_URI_FILE`, not both".into())
-        }
-        (None, None) => return Ok(SecretString::from("mongodb://127.0.0.1:27017")),
-        (Some(uri), None) => (uri, "MONGO_URI"),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                format!("`MONGO_URI_FILE` could not be read ({path}): {}", e.kind())
-            })?;
-            (
-                SecretString::from(text.trim().to_string()),
-                "MONGO_URI_FILE",
-            )
-        }
+/// `MONGO_URI` or `MONGO_URI_FILE` (it may hold a password); a local server when neither is set.
+fn load_mongo_uri(env: &[(String, String)]) -> Result<SecretString, String> {
+    let Some(setting) = settings::secret(env, "MONGO_URI")? else {
+        return Ok(SecretString::from("mongodb://127.0.0.1:27017"));
     };
-    let text = uri.expose_secret();
+    let text = setting.value.expose_secret();
     if text.starts_with("mongodb://") || text.starts_with("mongodb+srv://") {
-        Ok(uri)
+        Ok(setting.value)
     } else {
         Err(format!(
-            "`{name}` must start with `mongodb://` or `mongodb+srv://`"
+            "{} must start with `mongodb://` or `mongodb+srv://`",
+            setting.origin()
         ))
     }
 }
 
-/// `MASTER_KEY` or `MASTER_KEY_FILE`, exactly one. Errors name the variable, never the value.
-fn load_master_key(
-    inline: Option<SecretString>,
-    file: Option<String>,
-) -> Result<MasterKey, String> {
-    let inline = inline.filter(|s| !s.expose_secret().is_empty());
-    let file = file.filter(|s| !s.trim().is_empty());
-    match (inline, file) {
-        (Some(_), Some(_)) => {
-            Err("set only one of `MASTER_KEY` and `MASTER_KEY_FILE`, not both".into())
-        }
-        (None, None) => Err(
-            "`MASTER_KEY` or `MASTER_KEY_FILE` is required (generate one with `secret-manager keygen`)"
-                .into(),
-        ),
-        (Some(key), None) => MasterKey::parse(key.expose_secret())
-            .map_err(|why| format!("`MASTER_KEY` is invalid: {why}")),
-        (None, Some(path)) => {
-            let path = PathBuf::from(path);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                format!(
-                    "`MASTER_KEY_FILE` could not be read ({}): {}",
-                    path.display(),
-                    e.kind()
-                )
-            })?;
-            let text = zeroize::Zeroizing::new(text);
-            // Docker secrets and editors often add a trailing newline.
-            let trimmed = text.trim_end_matches(['\n', '\r']);
-            MasterKey::parse(trimmed)
-                .map_err(|why| format!("`MASTER_KEY_FILE` ({}) is invalid: {why}", path.display()))
-        }
-    }
+/// The master key in `name` or `name_FILE`, if set. Errors name the variable, never the value.
+fn load_master_key(env: &[(String, String)], name: &str) -> Result<Option<MasterKey>, String> {
+    let Some(setting) = settings::secret(env, name)? else {
+        return Ok(None);
+    };
+    MasterKey::parse(setting.value.expose_secret())
+        .map(Some)
+        .map_err(|why| format!("{} is invalid: {why}", setting.origin()))
 }
 
 #[cfg(test)]
@@ -591,8 +501,8 @@ mod tests {
         let c = with(&[("MASTER_KEY", KEY_B64)]).expect("valid");
         assert_eq!(c.port, 8000);
         assert_eq!(c.host.to_string(), "0.0.0.0");
-        assert_eq!(c.mongo_db, "vault");
-        assert_eq!(c.mongo_uri(), "mongodb://127.0.0.1:27017");
+        assert_eq!(c.store.db, "vault");
+        assert_eq!(c.store.uri.expose_secret(), "mongodb://127.0.0.1:27017");
         assert_eq!(c.max_secret_bytes, 65_536);
         assert!(c.audit_enabled);
         assert_eq!(c.audit_ttl_days, 0);
@@ -686,6 +596,88 @@ mod tests {
         let from_file = with(&[("MASTER_KEY_FILE", file)]).expect("file key with newline");
         let inline = with(&[("MASTER_KEY", KEY_B64)]).expect("inline key");
         assert_eq!(from_file.master_key.key_id(), inline.master_key.key_id());
+    }
+
+    #[test]
+    fn every_secret_setting_refuses_both_forms_naming_both_and_not_the_value() {
+        for name in [
+            "MONGO_URI",
+            "MASTER_KEY_PREVIOUS",
+            "NATS_PASSWORD",
+            "TOKEN_svc",
+        ] {
+            let file_var = format!("{name}_FILE");
+            let err = with(&[
+                ("CONFIG_FILE", "/dev/null"),
+                ("MASTER_KEY", KEY_B64),
+                ("NATS_URL", "nats://127.0.0.1:4222"),
+                ("ALLOWED_SERVICES", "svc"),
+                (name, "mongodb://hunter2-inline-value"),
+                (&file_var, "/run/secrets/x"),
+            ])
+            .expect_err(name)
+            .to_string();
+            let expected = format!("set only one of `{name}` and `{file_var}`, not both");
+            assert!(err.contains(&expected), "{name}: {err}");
+            assert!(!err.contains("hunter2"), "value echoed: {err}");
+        }
+    }
+
+    #[test]
+    fn secret_files_lose_their_trailing_newline_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uri = dir.path().join("uri");
+        std::fs::write(&uri, "mongodb://app:hunter2@db:27017\r\n").expect("write");
+        let password = dir.path().join("password");
+        std::fs::write(&password, " spaced password \n").expect("write");
+        let c = with(&[
+            ("MASTER_KEY", KEY_B64),
+            ("MONGO_URI_FILE", uri.to_str().expect("utf8")),
+            ("NATS_URL", "nats://127.0.0.1:4222"),
+            ("NATS_PASSWORD_FILE", password.to_str().expect("utf8")),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.store.uri.expose_secret(),
+            "mongodb://app:hunter2@db:27017"
+        );
+        let nats = c.nats.as_ref().expect("NATS on");
+        let nats_password = nats.password.as_ref().expect("password");
+        assert_eq!(nats_password.expose_secret(), " spaced password ");
+        assert_eq!(nats.max_payload, c.max_body_bytes());
+        std::fs::write(&uri, " mongodb://db:27017\n").expect("write");
+        let err = with(&[
+            ("MASTER_KEY", KEY_B64),
+            ("MONGO_URI_FILE", uri.to_str().expect("utf8")),
+        ])
+        .expect_err("leading space is part of the value");
+        assert!(
+            err.to_string().contains("`MONGO_URI_FILE` (")
+                && err.to_string().contains("must start with"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nats_tls_is_a_boolean_and_a_tls_url_always_requires_tls() {
+        let tls = |url: &str, value: &str| {
+            with(&[
+                ("MASTER_KEY", KEY_B64),
+                ("NATS_URL", url),
+                ("NATS_TLS", value),
+            ])
+            .map(|c| c.nats.expect("NATS on").tls_required)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(tls("nats://h:4222", "yes"), Ok(true));
+        assert_eq!(tls("nats://h:4222", "OFF"), Ok(false));
+        assert_eq!(tls("nats://h:4222", ""), Ok(false));
+        assert_eq!(tls("tls://h:4222", "false"), Ok(true));
+        let err = tls("nats://h:4222", "maybe").expect_err("not a boolean");
+        assert!(
+            err.contains("`NATS_TLS` must be `true` or `false` (got `maybe`)"),
+            "{err}"
+        );
     }
 
     #[test]

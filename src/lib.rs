@@ -7,7 +7,11 @@ pub mod crypto;
 pub mod dto;
 pub mod error;
 pub mod nats;
+pub mod settings;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod vault;
+
+#[cfg(test)]
+mod module_graph;

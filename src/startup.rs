@@ -39,7 +39,7 @@ pub enum StartupError {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let db = store::connect(&config).await?;
+        let db = store::connect(&config.store).await?;
         store::ensure_indexes(&db, config.audit_ttl_days).await?;
         let keyring = Keyring::open(
             db.clone(),
@@ -80,8 +80,7 @@ impl Application {
             max_body_bytes: config.max_body_bytes(),
             trust_proxy_headers: config.trust_proxy_headers,
         });
-        if let Some(mut nats) = config.nats.clone() {
-            nats.max_payload = config.max_body_bytes();
+        if let Some(nats) = config.nats.clone() {
             crate::nats::spawn(state.vault.clone(), nats)
                 .await
                 .map_err(StartupError::Nats)?;

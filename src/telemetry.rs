@@ -9,9 +9,14 @@ use actix_web::middleware::Next;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
-
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// How log lines are written: JSON (one object per line) or pretty (for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
 
 tokio::task_local! {
     static REQUEST_ID: String;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -32,48 +33,31 @@ fn digest(token: &[u8]) -> [u8; 32] {
 
 impl ServiceRegistry {
     /// Known services (name → enabled) with their tokens from `TOKEN_<name>` or
-    /// `TOKEN_<name>_FILE`. A token for an unknown service is ignored.
+    /// `TOKEN_<name>_FILE` (see [`crate::settings::secret`]). A token for an
+    /// unknown service is ignored.
     pub fn from_env(
         known: &HashMap<String, bool>,
         env: &[(String, String)],
         errors: &mut Vec<String>,
     ) -> Self {
-        let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let mut services = HashMap::new();
         for (name, enabled) in known {
-            let inline = var(&format!("TOKEN_{name}")).filter(|t| !t.is_empty());
-            let file = var(&format!("TOKEN_{name}_FILE")).filter(|t| !t.is_empty());
-            let token = match (inline, file) {
-                (Some(_), Some(_)) => {
-                    errors.push(format!(
-                        "set only one of `TOKEN_{name}` and `TOKEN_{name}_FILE`"
-                    ));
+            let token = match crate::settings::secret(env, &format!("TOKEN_{name}")) {
+                Ok(token) => token,
+                Err(e) => {
+                    errors.push(e);
                     None
                 }
-                (Some(t), None) => Some(zeroize::Zeroizing::new(t)),
-                (None, Some(path)) => match std::fs::read_to_string(&path) {
-                    Ok(t) => Some(zeroize::Zeroizing::new(
-                        t.trim_end_matches(['\n', '\r']).to_string(),
-                    )),
-                    Err(e) => {
-                        errors.push(format!(
-                            "`TOKEN_{name}_FILE` could not be read ({path}): {}",
-                            e.kind()
-                        ));
-                        None
-                    }
-                },
-                (None, None) => None,
             };
             if let Some(t) = &token {
-                if t.len() < 16 {
-                    errors.push(format!("`TOKEN_{name}` must be at least 16 characters"));
+                if t.value.expose_secret().len() < 16 {
+                    errors.push(format!("{} must be at least 16 characters", t.origin()));
                 }
             }
             services.insert(
                 name.clone(),
                 Service {
-                    digest: token.map(|t| digest(t.as_bytes())),
+                    digest: token.map(|t| digest(t.value.expose_secret().as_bytes())),
                     enabled: *enabled,
                 },
             );
@@ -161,5 +145,21 @@ mod tests {
         ];
         ServiceRegistry::from_env(&known, &env, &mut errors);
         assert!(errors[0].contains("only one"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_token_file_loses_its_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "file-token-abcdef123\n").expect("write");
+        let known = HashMap::from([("filer".to_string(), true)]);
+        let env = [(
+            "TOKEN_filer_FILE".to_string(),
+            file.to_str().expect("utf8").to_string(),
+        )];
+        let mut errors = Vec::new();
+        let r = ServiceRegistry::from_env(&known, &env, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(r.verify("filer", "file-token-abcdef123"), Some("filer"));
     }
 }

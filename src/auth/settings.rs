@@ -84,8 +84,10 @@ pub struct AuthSettings {
     pub policies: PolicyEngine,
     pub audit_enabled: Option<bool>,
     pub audit_ttl_days: Option<u32>,
-    /// `nats.acl`: subject → allowed operations.
-    pub nats_acl: Vec<(String, std::collections::BTreeSet<String>)>,
+    /// `nats.acl` as written: (subject, operations). The NATS module checks them.
+    pub nats_acl: Vec<(String, Vec<String>)>,
+    /// Where the settings came from (the config file's path), for error messages.
+    pub source: String,
 }
 
 pub fn valid_service_name(name: &str) -> bool {
@@ -188,7 +190,7 @@ fn build(
         }
     }
     let registry = ServiceRegistry::from_env(&enabled, env, errors);
-    let acl_entries: Vec<(String, Vec<String>)> = file
+    let nats_acl = file
         .nats
         .as_ref()
         .map(|n| {
@@ -199,7 +201,8 @@ fn build(
         })
         .unwrap_or_default();
     AuthSettings {
-        nats_acl: crate::nats::parse_acl(&acl_entries, source, errors),
+        nats_acl,
+        source: source.to_string(),
         registry,
         policies: PolicyEngine::new(rules),
         audit_enabled: file.audit.as_ref().and_then(|a| a.enabled),

@@ -7,12 +7,24 @@ pub mod keyring;
 pub mod projects;
 pub mod secrets;
 
+use std::time::Duration;
+
 use mongodb::bson::doc;
 use mongodb::error::ErrorKind;
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
+use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::Config;
+/// Where and how to connect to MongoDB.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// The connection string; it may hold a password.
+    pub uri: SecretString,
+    pub db: String,
+    /// Server-selection and connect timeout.
+    pub timeout: Duration,
+    pub max_pool_size: u32,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,16 +70,16 @@ pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 }
 
 /// Connects with short timeouts and checks the server answers.
-pub async fn connect(config: &Config) -> Result<Database, StoreError> {
-    let mut options = ClientOptions::parse(config.mongo_uri())
+pub async fn connect(settings: &StoreSettings) -> Result<Database, StoreError> {
+    let mut options = ClientOptions::parse(settings.uri.expose_secret())
         .await
         .map_err(|e| StoreError::Other(format!("`MONGO_URI` could not be parsed: {}", e.kind)))?;
     options.app_name = Some("secret-manager".into());
-    options.server_selection_timeout = Some(config.mongo_timeout);
-    options.connect_timeout = Some(config.mongo_timeout);
-    options.max_pool_size = Some(config.mongo_max_pool_size);
+    options.server_selection_timeout = Some(settings.timeout);
+    options.connect_timeout = Some(settings.timeout);
+    options.max_pool_size = Some(settings.max_pool_size);
     let client = Client::with_options(options)?;
-    let db = client.database(&config.mongo_db);
+    let db = client.database(&settings.db);
     ping(&db).await?;
     Ok(db)
 }
