@@ -192,7 +192,7 @@ async fn exit_codes_say_who_said_no() {
             vec!["get", "no-slash"],
             &me,
             2,
-            "is not <project>/<path>",
+            "must be `<project>/<path>`",
         ),
         (
             "unreadable file",
