@@ -281,7 +281,9 @@ impl Http {
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
         let mut req = self.client.post(format!("{}{path}", self.url));
         if let (Some(s), Some(t)) = (&self.service, &self.token) {
-            req = req.header("x-service", s).header("x-token", t);
+            req = req
+                .header(crate::dto::SERVICE_HEADER, s)
+                .header(crate::dto::TOKEN_HEADER, t);
         }
         req
     }

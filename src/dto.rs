@@ -185,6 +185,23 @@ impl From<crate::vault::named::Page> for SecretList {
     }
 }
 
+/// The query of `GET /api/secrets` (the CLI sends it; every field optional).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SecretListQuery {
+    /// Only this project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Only paths starting with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Page size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct VersionInfo {
     pub version: i64,

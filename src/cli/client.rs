@@ -6,9 +6,22 @@ use std::process::ExitCode;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use reqwest::{Method, RequestBuilder, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
 use zeroize::Zeroizing;
+
+use crate::api::error::ErrorBody;
+use crate::dto::{
+    AuthTestResponse, CreateRequest, CreateResponse, CreateSecretRequest, FetchRequest,
+    FetchResponse, HealthResponse, KeyList, RewrapResponse, RotateResponse, SecretList,
+    SecretListQuery, SecretResponse, UpdateSecretRequest, VersionList, SERVICE_HEADER,
+    TOKEN_HEADER,
+};
+use crate::vault::names::{ProjectName, SecretKey};
 
 #[derive(Debug, Clone, Args)]
 pub struct Conn {
@@ -73,9 +86,40 @@ impl Failure {
 
 type Result<T> = std::result::Result<T, Failure>;
 
+/// clap value parser for `<project>/<path>`: a bad key is a usage error
+/// before any request is sent.
+pub fn parse_key(arg: &str) -> std::result::Result<SecretKey, String> {
+    SecretKey::parse(arg).map_err(|e| e.message)
+}
+
+/// clap value parser for a project name.
+pub fn parse_project(arg: &str) -> std::result::Result<ProjectName, String> {
+    ProjectName::parse(arg).map_err(|e| e.message)
+}
+
+/// `run --secret ENV=project/path`: an environment variable and the secret it gets.
+#[derive(Debug, Clone)]
+pub struct EnvSecret {
+    pub name: String,
+    pub key: SecretKey,
+}
+
+/// clap value parser for `ENV=project/path`.
+pub fn parse_env_secret(arg: &str) -> std::result::Result<EnvSecret, String> {
+    let (name, key) = arg
+        .split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .ok_or_else(|| "must be ENV=<project>/<path>".to_string())?;
+    Ok(EnvSecret {
+        name: name.to_string(),
+        key: parse_key(key)?,
+    })
+}
+
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// The service URL; never "cannot-be-a-base" (checked in `new`).
+    base: Url,
     service: Option<String>,
     token: Option<Zeroizing<String>>,
     pub json: bool,
@@ -99,58 +143,102 @@ impl Client {
             }
             (None, None) => None,
         };
+        let base = Url::parse(&conn.url)
+            .ok()
+            .filter(|u| !u.cannot_be_a_base())
+            .ok_or_else(|| Failure::Usage(format!("`--url {}` is not a service URL", conn.url)))?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| Failure::Usage(e.to_string()))?;
         Ok(Self {
             http,
-            base: conn.url.trim_end_matches('/').to_string(),
+            base,
             service: conn.service.clone(),
             token,
             json: conn.json,
         })
     }
 
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+    /// The service URL as the user gave it, for messages.
+    fn shown_base(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// The base URL with `segments` appended, each percent-encoded on its own.
+    fn url<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// `/api/secrets/<project>/<path segments...>[/<tail>]`.
+    fn secret_url(&self, key: &SecretKey, tail: Option<&str>) -> Url {
+        self.url(
+            ["api", "secrets", key.project()]
+                .into_iter()
+                .chain(key.path().split('/'))
+                .chain(tail),
+        )
+    }
+
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let mut req = self.http.request(method, url);
         if let Some(s) = &self.service {
-            req = req.header("x-service", s);
+            req = req.header(SERVICE_HEADER, s);
         }
         if let Some(t) = &self.token {
-            req = req.header("x-token", t.as_str());
+            req = req.header(TOKEN_HEADER, t.as_str());
         }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
+        req
+    }
+
+    /// Sends `req`; any 2xx is success, anything else the server's code and message.
+    async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response> {
         let res = req.send().await.map_err(|e| {
-            Failure::Server(format!("cannot reach {}: {}", self.base, e.without_url()))
+            Failure::Server(format!(
+                "cannot reach {}: {}",
+                self.shown_base(),
+                e.without_url()
+            ))
         })?;
         let status = res.status();
-        let text = res.text().await.unwrap_or_default();
-        let value: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::Null)
-        };
         if status.is_success() {
-            return Ok(value);
+            return Ok(res);
         }
-        let code = value["error"]["code"].as_str().unwrap_or("error");
-        let message = value["error"]["message"].as_str().unwrap_or("");
+        let (code, message) = match res.json::<ErrorBody>().await {
+            Ok(body) => (body.error.code, body.error.message),
+            Err(_) => ("error".to_string(), String::new()),
+        };
         Err(Failure::Server(format!(
             "{} {code}: {message}",
             status.as_u16()
         )))
     }
 
-    fn print_json(&self, v: &Value) {
+    /// Sends `req` and reads the answer as `T`.
+    async fn call<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
+        // The decoder's message could quote part of the body: never print it.
+        self.send(req)
+            .await?
+            .json::<T>()
+            .await
+            .map_err(|_| Failure::Server("unexpected answer from the service".into()))
+    }
+
+    fn print_json(&self, v: &impl Serialize) {
         println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    }
+
+    fn done(&self, j: &impl Serialize, text: &str) -> Result<()> {
+        if self.json {
+            self.print_json(j);
+        } else {
+            println!("{text}");
+        }
+        Ok(())
     }
 }
 
@@ -171,16 +259,6 @@ pub fn read_value(arg: &str) -> Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(bytes))
 }
 
-/// `project/path` → the URL tail, each segment kept as given.
-fn secret_url(key: &str) -> Result<String> {
-    match key.split_once('/') {
-        Some((p, rest)) if !p.is_empty() && !rest.is_empty() => {
-            Ok(format!("/api/secrets/{p}/{rest}"))
-        }
-        _ => Err(Failure::Usage(format!("`{key}` is not <project>/<path>"))),
-    }
-}
-
 fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)
@@ -188,235 +266,256 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
         .map_err(|e| Failure::Usage(e.to_string()))
 }
 
-fn decoded(record: &Value, field: &str) -> Result<Zeroizing<Vec<u8>>> {
-    let b64 = record[field]
-        .as_str()
-        .ok_or_else(|| Failure::Server("unexpected answer".into()))?;
+fn decoded(b64: &str) -> Result<Zeroizing<Vec<u8>>> {
     STANDARD
         .decode(b64)
         .map(Zeroizing::new)
-        .map_err(|_| Failure::Server("unexpected answer".into()))
+        .map_err(|_| Failure::Server("unexpected answer from the service".into()))
 }
 
-fn without_value(mut v: Value) -> Value {
-    if let Some(o) = v.as_object_mut() {
-        o.remove("value");
-        o.remove("value_b64");
+/// A time as the API writes it (RFC 3339, UTC).
+fn when(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// A write's answer as `--json` prints it: the record without its value.
+#[derive(Serialize)]
+struct Written<'a> {
+    id: &'a str,
+    project: &'a str,
+    path: &'a str,
+    version: i64,
+    current_version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    tags: &'a [String],
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+    created_at: &'a DateTime<Utc>,
+    created_by: &'a str,
+    updated_at: &'a DateTime<Utc>,
+    updated_by: &'a str,
+}
+
+impl<'a> From<&'a SecretResponse> for Written<'a> {
+    fn from(r: &'a SecretResponse) -> Self {
+        Self {
+            id: &r.id,
+            project: &r.project,
+            path: &r.path,
+            version: r.version,
+            current_version: r.current_version,
+            description: r.description.as_deref(),
+            tags: &r.tags,
+            kind: r.kind.as_deref(),
+            created_at: &r.created_at,
+            created_by: &r.created_by,
+            updated_at: &r.updated_at,
+            updated_by: &r.updated_by,
+        }
     }
-    v
+}
+
+/// What `status --json` prints.
+#[derive(Serialize)]
+struct Status {
+    health: HealthResponse,
+    auth: AuthTestResponse,
+}
+
+/// What `key rewrap --json` prints once every version is re-sealed.
+#[derive(Serialize)]
+struct Rewrapped {
+    versions_rewrapped: u64,
+    versions_remaining: u64,
+    active_key_id: String,
 }
 
 impl Client {
     pub async fn create(&self, value: &str) -> Result<()> {
         let bytes = read_value(value)?;
-        let r = self
-            .call(
-                reqwest::Method::POST,
-                "/vault/secret/create",
-                Some(json!({ "secret": STANDARD.encode(bytes.as_slice()) })),
-            )
+        let body = CreateRequest {
+            secret: STANDARD.encode(bytes.as_slice()),
+        };
+        let url = self.url(["vault", "secret", "create"]);
+        let r: CreateResponse = self
+            .call(self.request(Method::POST, url).json(&body))
             .await?;
-        if self.json {
-            self.print_json(&r);
-        } else {
-            println!("{}", r["secret_id"].as_str().unwrap_or_default());
-        }
-        Ok(())
+        self.done(&r, &r.secret_id)
     }
 
     pub async fn fetch(&self, id: &str) -> Result<()> {
-        let r = self
-            .call(
-                reqwest::Method::POST,
-                "/vault/secret/fetch",
-                Some(json!({ "secret_id": id })),
-            )
+        let body = FetchRequest {
+            secret_id: id.to_string(),
+        };
+        let url = self.url(["vault", "secret", "fetch"]);
+        let r: FetchResponse = self
+            .call(self.request(Method::POST, url).json(&body))
             .await?;
         if self.json {
             self.print_json(&r);
             return Ok(());
         }
-        write_stdout(&decoded(&r, "secret")?)
+        write_stdout(&decoded(&r.secret)?)
     }
 
-    pub async fn get(&self, key: &str, version: Option<i64>) -> Result<()> {
-        let mut url = secret_url(key)?;
+    async fn secret(&self, key: &SecretKey, version: Option<i64>) -> Result<SecretResponse> {
+        let mut req = self.request(Method::GET, self.secret_url(key, None));
         if let Some(v) = version {
-            url.push_str(&format!("?version={v}"));
+            req = req.query(&[("version", v)]);
         }
-        let r = self.call(reqwest::Method::GET, &url, None).await?;
+        self.call(req).await
+    }
+
+    pub async fn get(&self, key: &SecretKey, version: Option<i64>) -> Result<()> {
+        let r = self.secret(key, version).await?;
         if self.json {
             self.print_json(&r);
             return Ok(());
         }
-        write_stdout(&decoded(&r, "value_b64")?)
+        write_stdout(&decoded(&r.value_b64)?)
     }
 
-    pub async fn value_of(&self, key: &str) -> Result<Zeroizing<Vec<u8>>> {
-        let r = self
-            .call(reqwest::Method::GET, &secret_url(key)?, None)
-            .await?;
-        decoded(&r, "value_b64")
+    pub async fn value_of(&self, key: &SecretKey) -> Result<Zeroizing<Vec<u8>>> {
+        decoded(&self.secret(key, None).await?.value_b64)
     }
 
     pub async fn put(
         &self,
-        key: &str,
+        key: &SecretKey,
         value: &str,
         description: Option<String>,
         tags: Vec<String>,
         kind: Option<String>,
     ) -> Result<()> {
-        let (project, path) = key
-            .split_once('/')
-            .ok_or_else(|| Failure::Usage(format!("`{key}` is not <project>/<path>")))?;
         let bytes = read_value(value)?;
-        let mut body = json!({ "project": project, "path": path, "value_b64": STANDARD.encode(bytes.as_slice()), "tags": tags });
-        if let Some(d) = description {
-            body["description"] = json!(d);
-        }
-        if let Some(k) = kind {
-            body["type"] = json!(k);
-        }
-        let r = self
-            .call(reqwest::Method::POST, "/api/secrets", Some(body))
-            .await?;
-        self.report_write(r, "created")
+        let body = CreateSecretRequest {
+            project: key.project().to_string(),
+            path: key.path().to_string(),
+            value: None,
+            value_b64: Some(STANDARD.encode(bytes.as_slice())),
+            description,
+            tags,
+            kind,
+        };
+        let req = self
+            .request(Method::POST, self.url(["api", "secrets"]))
+            .json(&body);
+        self.report_write(&self.call(req).await?, "created")
     }
 
-    pub async fn patch(&self, key: &str, value: &str, expected_version: Option<i64>) -> Result<()> {
+    pub async fn patch(
+        &self,
+        key: &SecretKey,
+        value: &str,
+        expected_version: Option<i64>,
+    ) -> Result<()> {
         let bytes = read_value(value)?;
-        let mut body = json!({ "value_b64": STANDARD.encode(bytes.as_slice()) });
-        if let Some(v) = expected_version {
-            body["expected_version"] = json!(v);
-        }
-        let r = self
-            .call(reqwest::Method::PATCH, &secret_url(key)?, Some(body))
-            .await?;
-        self.report_write(r, "updated")
+        let body = UpdateSecretRequest {
+            value: None,
+            value_b64: Some(STANDARD.encode(bytes.as_slice())),
+            expected_version,
+        };
+        let req = self
+            .request(Method::PATCH, self.secret_url(key, None))
+            .json(&body);
+        self.report_write(&self.call(req).await?, "updated")
     }
 
-    fn report_write(&self, r: Value, verb: &str) -> Result<()> {
-        let r = without_value(r);
-        if self.json {
-            self.print_json(&r);
-        } else {
-            println!(
-                "{verb} {}/{} version {}",
-                r["project"].as_str().unwrap_or(""),
-                r["path"].as_str().unwrap_or(""),
-                r["version"]
-            );
-        }
-        Ok(())
+    fn report_write(&self, r: &SecretResponse, verb: &str) -> Result<()> {
+        self.done(
+            &Written::from(r),
+            &format!("{verb} {}/{} version {}", r.project, r.path, r.version),
+        )
     }
 
-    pub async fn delete(&self, key: &str) -> Result<()> {
-        self.call(reqwest::Method::DELETE, &secret_url(key)?, None)
+    pub async fn delete(&self, key: &SecretKey) -> Result<()> {
+        self.send(self.request(Method::DELETE, self.secret_url(key, None)))
             .await?;
         self.done(
-            json!({ "deleted": key }),
+            &json!({ "deleted": key.to_string() }),
             &format!("deleted {key} (restorable until purged)"),
         )
     }
 
-    pub async fn restore(&self, key: &str) -> Result<()> {
-        self.call(
-            reqwest::Method::POST,
-            &format!("{}/restore", secret_url(key)?),
-            None,
+    pub async fn restore(&self, key: &SecretKey) -> Result<()> {
+        self.send(self.request(Method::POST, self.secret_url(key, Some("restore"))))
+            .await?;
+        self.done(
+            &json!({ "restored": key.to_string() }),
+            &format!("restored {key}"),
         )
-        .await?;
-        self.done(json!({ "restored": key }), &format!("restored {key}"))
-    }
-
-    fn done(&self, j: Value, text: &str) -> Result<()> {
-        if self.json {
-            self.print_json(&j);
-        } else {
-            println!("{text}");
-        }
-        Ok(())
     }
 
     pub async fn list(
         &self,
-        project: Option<String>,
+        project: Option<ProjectName>,
         prefix: Option<String>,
         limit: i64,
-        mut cursor: Option<String>,
+        cursor: Option<String>,
         all: bool,
     ) -> Result<()> {
+        let mut query = SecretListQuery {
+            project: project.map(|p| p.as_str().to_string()),
+            prefix,
+            limit: Some(limit),
+            cursor,
+        };
         let mut items = Vec::new();
         loop {
-            let mut q = vec![format!("limit={limit}")];
-            if let Some(p) = &project {
-                q.push(format!("project={p}"));
-            }
-            if let Some(p) = &prefix {
-                q.push(format!("prefix={}", urlencode(p)));
-            }
-            if let Some(c) = &cursor {
-                q.push(format!("cursor={c}"));
-            }
-            let r = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/secrets?{}", q.join("&")),
-                    None,
-                )
-                .await?;
-            items.extend(r["items"].as_array().cloned().unwrap_or_default());
-            cursor = r["next_cursor"].as_str().map(str::to_string);
-            if !all || cursor.is_none() {
+            let req = self
+                .request(Method::GET, self.url(["api", "secrets"]))
+                .query(&query);
+            let page: SecretList = self.call(req).await?;
+            items.extend(page.items);
+            query.cursor = page.next_cursor;
+            if !all || query.cursor.is_none() {
                 break;
             }
         }
+        let list = SecretList {
+            items,
+            next_cursor: query.cursor,
+        };
         if self.json {
-            self.print_json(&json!({ "items": items, "next_cursor": cursor }));
+            self.print_json(&list);
             return Ok(());
         }
-        let rows: Vec<Vec<String>> = items
+        let rows: Vec<Vec<String>> = list
+            .items
             .iter()
             .map(|i| {
                 vec![
-                    text(&i["project"]),
-                    text(&i["path"]),
-                    text(&i["version"]),
-                    text(&i["updated_at"]),
-                    text(&i["updated_by"]),
+                    i.project.clone(),
+                    i.path.clone(),
+                    i.version.to_string(),
+                    when(&i.updated_at),
+                    i.updated_by.clone(),
                 ]
             })
             .collect();
         table(&["PROJECT", "PATH", "VERSION", "UPDATED", "BY"], &rows);
-        if let Some(c) = cursor {
+        if let Some(c) = list.next_cursor {
             eprintln!("more: --cursor {c}");
         }
         Ok(())
     }
 
-    pub async fn versions(&self, key: &str) -> Result<()> {
-        let r = self
-            .call(
-                reqwest::Method::GET,
-                &format!("{}/versions", secret_url(key)?),
-                None,
-            )
-            .await?;
+    pub async fn versions(&self, key: &SecretKey) -> Result<()> {
+        let url = self.secret_url(key, Some("versions"));
+        let r: VersionList = self.call(self.request(Method::GET, url)).await?;
         if self.json {
             self.print_json(&r);
             return Ok(());
         }
-        let rows: Vec<Vec<String>> = r["versions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        let rows: Vec<Vec<String>> = r
+            .versions
             .iter()
             .map(|v| {
                 vec![
-                    text(&v["version"]),
-                    text(&v["created_at"]),
-                    text(&v["created_by"]),
+                    v.version.to_string(),
+                    when(&v.created_at),
+                    v.created_by.clone(),
                 ]
             })
             .collect();
@@ -427,57 +526,28 @@ impl Client {
     pub async fn key(&self, cmd: KeyCommand) -> Result<()> {
         match cmd {
             KeyCommand::Rotate => {
-                let r = self
-                    .call(reqwest::Method::POST, "/api/sys/rotate", None)
-                    .await?;
-                self.done(
-                    r.clone(),
-                    &format!("active data key: {}", text(&r["active_key_id"])),
-                )
+                let url = self.url(["api", "sys", "rotate"]);
+                let r: RotateResponse = self.call(self.request(Method::POST, url)).await?;
+                self.done(&r, &format!("active data key: {}", r.active_key_id))
             }
-            KeyCommand::Rewrap { batch } => {
-                let mut total = 0;
-                for pass in 1..=10_000 {
-                    let r = self
-                        .call(
-                            reqwest::Method::POST,
-                            &format!("/api/sys/rewrap?max_documents={}", batch.max(1)),
-                            None,
-                        )
-                        .await?;
-                    total += r["versions_rewrapped"].as_u64().unwrap_or(0);
-                    let remaining = r["versions_remaining"].as_u64().unwrap_or(0);
-                    eprintln!(
-                        "pass {pass}: {} re-sealed, {remaining} remaining",
-                        r["versions_rewrapped"]
-                    );
-                    if remaining == 0 {
-                        return self.done(json!({ "versions_rewrapped": total, "versions_remaining": 0, "active_key_id": r["active_key_id"] }),
-                            &format!("done: {total} versions re-sealed under {}", text(&r["active_key_id"])));
-                    }
-                }
-                Err(Failure::Server("rewrap did not finish".into()))
-            }
+            KeyCommand::Rewrap { batch } => self.rewrap(batch).await,
             KeyCommand::Status => {
-                let r = self
-                    .call(reqwest::Method::GET, "/api/sys/keys", None)
-                    .await?;
+                let url = self.url(["api", "sys", "keys"]);
+                let r: KeyList = self.call(self.request(Method::GET, url)).await?;
                 if self.json {
                     self.print_json(&r);
                     return Ok(());
                 }
-                let rows: Vec<Vec<String>> = r["keys"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
+                let rows: Vec<Vec<String>> = r
+                    .keys
                     .iter()
                     .map(|k| {
                         vec![
-                            text(&k["key_id"]),
-                            text(&k["state"]),
-                            text(&k["versions"]),
-                            text(&k["seals"]),
-                            text(&k["created_at"]),
+                            k.key_id.clone(),
+                            k.state.clone(),
+                            k.versions.to_string(),
+                            k.seals.to_string(),
+                            when(&k.created_at),
                         ]
                     })
                     .collect();
@@ -487,42 +557,39 @@ impl Client {
         }
     }
 
-    pub async fn status(&self) -> Result<()> {
-        let health = self
-            .call(reqwest::Method::GET, "/health/ready", None)
-            .await?;
-        let auth = self
-            .call(reqwest::Method::POST, "/api/secrets/test", None)
-            .await?;
-        self.done(
-            json!({ "health": health, "auth": auth }),
-            &format!(
-                "{}: {}; {}",
-                self.base,
-                text(&health["status"]),
-                text(&auth["message"])
-            ),
-        )
-    }
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
-                (b as char).to_string()
+    async fn rewrap(&self, batch: u64) -> Result<()> {
+        let mut total = 0;
+        for pass in 1..=10_000 {
+            let req = self
+                .request(Method::POST, self.url(["api", "sys", "rewrap"]))
+                .query(&[("max_documents", batch.max(1))]);
+            let r: RewrapResponse = self.call(req).await?;
+            total += r.versions_rewrapped;
+            eprintln!(
+                "pass {pass}: {} re-sealed, {} remaining",
+                r.versions_rewrapped, r.versions_remaining
+            );
+            if r.versions_remaining == 0 {
+                let text = format!("done: {total} versions re-sealed under {}", r.active_key_id);
+                let summary = Rewrapped {
+                    versions_rewrapped: total,
+                    versions_remaining: 0,
+                    active_key_id: r.active_key_id,
+                };
+                return self.done(&summary, &text);
             }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+        }
+        Err(Failure::Server("rewrap did not finish".into()))
+    }
+
+    pub async fn status(&self) -> Result<()> {
+        let url = self.url(["health", "ready"]);
+        let health: HealthResponse = self.call(self.request(Method::GET, url)).await?;
+        let url = self.url(["api", "secrets", "test"]);
+        let auth: AuthTestResponse = self.call(self.request(Method::POST, url)).await?;
+        let text = format!("{}: {}; {}", self.shown_base(), health.status, auth.message);
+        self.done(&Status { health, auth }, &text)
+    }
 }
 
 fn table(header: &[&str], rows: &[Vec<String>]) {
@@ -547,17 +614,13 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 /// `secret-manager run --secret ENV=project/path ... -- command args`
-pub async fn run(client: &Client, secrets: &[String], command: &[String]) -> Result<ExitCode> {
+pub async fn run(client: &Client, secrets: &[EnvSecret], command: &[String]) -> Result<ExitCode> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| Failure::Usage("give a command after `--`".into()))?;
     let mut env = Vec::new();
-    for spec in secrets {
-        let (name, key) = spec
-            .split_once('=')
-            .filter(|(n, k)| !n.is_empty() && !k.is_empty())
-            .ok_or_else(|| Failure::Usage(format!("`--secret {spec}` is not ENV=project/path")))?;
-        env.push((name.to_string(), client.value_of(key).await?));
+    for secret in secrets {
+        env.push((&secret.name, client.value_of(&secret.key).await?));
     }
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
@@ -572,4 +635,63 @@ pub async fn run(client: &Client, secrets: &[String], command: &[String]) -> Res
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
         None => ExitCode::from(1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(url: &str) -> Client {
+        let conn = Conn {
+            url: url.into(),
+            service: None,
+            token: None,
+            token_file: None,
+            json: false,
+        };
+        Client::new(&conn).unwrap_or_else(|_| panic!("{url} is a service URL"))
+    }
+
+    #[test]
+    fn urls_keep_the_base_path_and_put_each_segment_in_its_place() {
+        let key: SecretKey = "billing/prod/db.pw".parse().expect("valid key");
+        // (base URL, tail, expected)
+        let cases = [
+            (
+                "http://h:1",
+                None,
+                "http://h:1/api/secrets/billing/prod/db.pw",
+            ),
+            (
+                "http://h:1/",
+                Some("versions"),
+                "http://h:1/api/secrets/billing/prod/db.pw/versions",
+            ),
+            (
+                "http://h:1/vault/",
+                Some("restore"),
+                "http://h:1/vault/api/secrets/billing/prod/db.pw/restore",
+            ),
+        ];
+        for (base, tail, expected) in cases {
+            assert_eq!(
+                client(base).secret_url(&key, tail).as_str(),
+                expected,
+                "{base}"
+            );
+        }
+        for bad in ["not a url", "mailto:ops@example.com"] {
+            let conn = Conn {
+                url: bad.into(),
+                service: None,
+                token: None,
+                token_file: None,
+                json: false,
+            };
+            assert!(
+                matches!(Client::new(&conn), Err(Failure::Usage(_))),
+                "{bad}"
+            );
+        }
+    }
 }

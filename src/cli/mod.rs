@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::startup::Application;
 use crate::telemetry;
-use client::{Client, Conn, KeyCommand};
+use crate::vault::names::{ProjectName, SecretKey};
+use client::{Client, Conn, EnvSecret, KeyCommand};
 
 #[derive(Parser)]
 #[command(
@@ -55,7 +56,8 @@ enum Command {
     Get {
         #[command(flatten)]
         conn: Conn,
-        key: String,
+        #[arg(value_parser = client::parse_key)]
+        key: SecretKey,
         #[arg(long)]
         version: Option<i64>,
     },
@@ -63,7 +65,8 @@ enum Command {
     Put {
         #[command(flatten)]
         conn: Conn,
-        key: String,
+        #[arg(value_parser = client::parse_key)]
+        key: SecretKey,
         value: String,
         #[arg(long)]
         description: Option<String>,
@@ -76,7 +79,8 @@ enum Command {
     Patch {
         #[command(flatten)]
         conn: Conn,
-        key: String,
+        #[arg(value_parser = client::parse_key)]
+        key: SecretKey,
         value: String,
         /// Only if this is still the current version.
         #[arg(long)]
@@ -86,20 +90,22 @@ enum Command {
     Delete {
         #[command(flatten)]
         conn: Conn,
-        key: String,
+        #[arg(value_parser = client::parse_key)]
+        key: SecretKey,
     },
     /// Restore a deleted project/path.
     Restore {
         #[command(flatten)]
         conn: Conn,
-        key: String,
+        #[arg(value_parser = client::parse_key)]
+        key: SecretKey,
     },
     /// List secrets (values redacted).
     List {
         #[command(flatten)]
         conn: Conn,
-        #[arg(long)]
-        project: Option<String>,
+        #[arg(long, value_parser = client::parse_project)]
+        project: Option<ProjectName>,
         #[arg(long)]
         prefix: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -114,7 +120,8 @@ enum Command {
     Versions {
         #[command(flatten)]
         conn: Conn,
-        key: String,
+        #[arg(value_parser = client::parse_key)]
+        key: SecretKey,
     },
     /// Data keys: rotate, rewrap, status (admin).
     Key {
@@ -133,8 +140,8 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
         /// ENV=project/path; repeat for several.
-        #[arg(long = "secret", required = true)]
-        secrets: Vec<String>,
+        #[arg(long = "secret", required = true, value_parser = client::parse_env_secret)]
+        secrets: Vec<EnvSecret>,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,

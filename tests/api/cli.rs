@@ -5,12 +5,16 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, spawn_app_with_config, Identity, TestApp};
+use crate::helpers::{free_port, spawn_app, spawn_app_with_config, Identity, TestApp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_secret-manager");
 
 async fn cli(app: &TestApp, who: &Identity, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let (url, who) = (app.address.clone(), who.clone());
+    cli_at(&app.address, who, args, stdin).await
+}
+
+async fn cli_at(url: &str, who: &Identity, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let (url, who) = (url.to_string(), who.clone());
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let stdin = stdin.map(<[u8]>::to_vec);
     tokio::task::spawn_blocking(move || {
@@ -192,7 +196,7 @@ async fn exit_codes_say_who_said_no() {
             vec!["get", "no-slash"],
             &me,
             2,
-            "is not <project>/<path>",
+            "must be `<project>/<path>`",
         ),
         (
             "unreadable file",
@@ -310,4 +314,135 @@ async fn key_commands_rotate_rewrap_and_report() {
     let denied = cli(&app, &me, &["key", "rotate"], None).await;
     assert_eq!(denied.status.code(), Some(1));
     assert!(err(&denied).contains("403 forbidden"));
+}
+
+#[tokio::test]
+async fn malformed_names_are_usage_errors_before_any_request() {
+    // Nothing listens here: a request would fail with exit 1, not 2.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let me = Identity::new("tester");
+    // (case, arguments, what stderr names)
+    let cases: [(&str, Vec<&str>, &str); 10] = [
+        (
+            "no path",
+            vec!["get", "nopath"],
+            "must be `<project>/<path>`",
+        ),
+        ("dot-dot segment", vec!["get", "a/../b"], "`..` segments"),
+        (
+            "hidden project",
+            vec!["put", ".x/a", "v"],
+            "`project` must be",
+        ),
+        (
+            "reserved tail",
+            vec!["patch", "p/a/versions", "v"],
+            "reserved",
+        ),
+        ("empty segment", vec!["delete", "p/a//b"], "empty segments"),
+        ("space in path", vec!["restore", "p/a b"], "only letters"),
+        ("empty path", vec!["versions", "p/"], "1-512 characters"),
+        (
+            "bad project filter",
+            vec!["list", "--project", "a:b"],
+            "`project` must be",
+        ),
+        (
+            "run key",
+            vec!["run", "--secret", "X=nopath", "--", "true"],
+            "must be `<project>/<path>`",
+        ),
+        (
+            "run spec",
+            vec!["run", "--secret", "ci/db", "--", "true"],
+            "must be ENV=<project>/<path>",
+        ),
+    ];
+    for (case, args, message) in cases {
+        let o = cli_at(&nowhere, &me, &args, None).await;
+        assert_eq!(o.status.code(), Some(2), "{case}: {}", err(&o));
+        assert!(err(&o).contains(message), "{case}: {}", err(&o));
+        assert!(
+            !err(&o).contains("cannot reach"),
+            "{case}: a request was sent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn list_pages_with_a_dotted_project_a_slashed_prefix_and_a_cursor() {
+    let app = spawn_app().await;
+    let me = app.identity.clone();
+    for key in [
+        "a.b/dir/one",
+        "a.b/dir/two",
+        "a.b/dir/three",
+        "a.b/other",
+        "ab/dir/x",
+    ] {
+        let put = cli(&app, &me, &["put", key, "v"], None).await;
+        assert!(put.status.success(), "{key}: {}", err(&put));
+    }
+    let filter = ["list", "--project", "a.b", "--prefix", "dir/", "--json"];
+    let keys = |o: &Output| -> (Vec<String>, Option<String>) {
+        let list: Value = serde_json::from_str(&out(o)).expect("json");
+        let keys = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["key"].as_str().expect("key").to_string())
+            .collect();
+        (keys, list["next_cursor"].as_str().map(str::to_string))
+    };
+
+    let all = cli(
+        &app,
+        &me,
+        &[&filter[..], &["--limit", "1", "--all"]].concat(),
+        None,
+    )
+    .await;
+    assert!(all.status.success(), "{}", err(&all));
+    assert_eq!(
+        keys(&all),
+        (
+            vec![
+                "a.b/dir/one".into(),
+                "a.b/dir/three".into(),
+                "a.b/dir/two".into()
+            ],
+            None
+        )
+    );
+
+    let first = cli(&app, &me, &[&filter[..], &["--limit", "2"]].concat(), None).await;
+    let (page, cursor) = keys(&first);
+    assert_eq!(page, ["a.b/dir/one", "a.b/dir/three"]);
+    let cursor = cursor.expect("a cursor for the next page");
+    let rest = cli(
+        &app,
+        &me,
+        &[&filter[..], &["--limit", "2", "--cursor", &cursor]].concat(),
+        None,
+    )
+    .await;
+    assert_eq!(keys(&rest), (vec!["a.b/dir/two".into()], None));
+
+    let text = cli(
+        &app,
+        &me,
+        &[
+            "list",
+            "--project",
+            "a.b",
+            "--prefix",
+            "dir/",
+            "--limit",
+            "2",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out(&text).lines().count(), 3, "{}", out(&text));
+    assert!(err(&text).contains("more: --cursor "), "{}", err(&text));
 }
