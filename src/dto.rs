@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::vault::audit_query::AuditEntry as VaultAuditEntry;
 use crate::vault::keys::{KeyStatus, RewrapReport};
@@ -186,7 +186,7 @@ impl From<crate::vault::named::Page> for SecretList {
 }
 
 /// The query of `GET /api/secrets` (the CLI sends it; every field optional).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, IntoParams)]
 pub struct SecretListQuery {
     /// Only this project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,7 +194,7 @@ pub struct SecretListQuery {
     /// Only paths starting with this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// Page size.
+    /// Page size, 1-500 (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.

@@ -9,8 +9,8 @@ use super::error::ErrorBody;
 use super::identity::Caller;
 use super::{read_body, AppState};
 use crate::dto::{
-    AuthTestResponse, CreateSecretRequest, SecretList, SecretResponse, UpdateSecretRequest,
-    VersionList,
+    AuthTestResponse, CreateSecretRequest, SecretList, SecretListQuery, SecretResponse,
+    UpdateSecretRequest, VersionList,
 };
 use crate::error::ApiError;
 use crate::vault::named::{ListQuery as VaultListQuery, NewSecret, DEFAULT_LIST_LIMIT};
@@ -42,18 +42,6 @@ impl SecretAddress {
 pub struct VersionQuery {
     /// A kept older version instead of the current one.
     pub version: Option<i64>,
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct ListQuery {
-    /// Only this project.
-    pub project: Option<String>,
-    /// Only paths starting with this.
-    pub prefix: Option<String>,
-    /// Page size, 1-500 (default 50).
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
 }
 
 const CREATE_SHAPE: &str = "an object with `project`, `path` and `value` (or `value_b64`)";
@@ -304,7 +292,7 @@ async fn versions(
 /// in (project, path) order.
 #[utoipa::path(
     tag = "secrets",
-    params(ListQuery),
+    params(SecretListQuery),
     security(("service" = [], "token" = [])),
     responses(
         (status = 200, body = SecretList),
@@ -317,7 +305,7 @@ async fn versions(
 #[get("/api/secrets")]
 async fn list(
     Caller(meta): Caller,
-    query: web::Query<ListQuery>,
+    query: web::Query<SecretListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();

@@ -37,9 +37,29 @@ pub enum CryptoError {
     SealFailed,
 }
 
-/// The associated data that binds a ciphertext to its record.
-pub fn record_aad(secret_id: &str, version: i64, key_id: &str) -> Vec<u8> {
+/// The first associated-data format: binds a ciphertext to its record id,
+/// version and key, but not to the project and path that authorisation reads.
+/// Versions sealed under it (no `aad` field) still open; rewrap re-seals them
+/// under [`record_aad`].
+pub fn record_aad_v1(secret_id: &str, version: i64, key_id: &str) -> Vec<u8> {
     format!("{secret_id}|{version}|{key_id}").into_bytes()
+}
+
+/// The associated-data format new seals use (stored as `aad: 2`).
+pub const AAD_FORMAT: i32 = 2;
+
+/// The associated data that binds a ciphertext to everything authorisation
+/// depends on: project, path, secret id, version and key id. Relabelling a
+/// record in the database, or moving ciphertext between records, fails to open.
+/// Names cannot contain `|` (see `vault::names`), so the encoding is unambiguous.
+pub fn record_aad(
+    project: &str,
+    path: &str,
+    secret_id: &str,
+    version: i64,
+    key_id: &str,
+) -> Vec<u8> {
+    format!("v2|{project}|{path}|{secret_id}|{version}|{key_id}").into_bytes()
 }
 
 impl Cipher {
@@ -112,7 +132,7 @@ mod tests {
     #[test]
     fn round_trip_with_matching_aad() {
         let c = cipher();
-        let aad = record_aad("id-1", 1, c.key_id());
+        let aad = record_aad("p", "a/b", "id-1", 1, c.key_id());
         let sealed = c.seal(b"hunter2", &aad).expect("seal");
         assert!(!sealed.ciphertext.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(sealed.ciphertext.len(), 7 + 16);
@@ -134,12 +154,15 @@ mod tests {
     #[test]
     fn other_record_other_version_other_key_or_flipped_bit_fail() {
         let c = cipher();
-        let aad = record_aad("id-1", 1, c.key_id());
+        let aad = record_aad("p", "a/b", "id-1", 1, c.key_id());
         let s = c.seal(b"value", &aad).expect("seal");
         let wrong_aads = [
-            record_aad("id-2", 1, c.key_id()),
-            record_aad("id-1", 2, c.key_id()),
-            record_aad("id-1", 1, "mk-other"),
+            record_aad("p", "a/b", "id-2", 1, c.key_id()),
+            record_aad("p", "a/b", "id-1", 2, c.key_id()),
+            record_aad("p", "a/b", "id-1", 1, "mk-other"),
+            record_aad("other", "a/b", "id-1", 1, c.key_id()),
+            record_aad("p", "a/c", "id-1", 1, c.key_id()),
+            record_aad_v1("id-1", 1, c.key_id()),
         ];
         for bad in wrong_aads {
             assert_eq!(

@@ -4,6 +4,6 @@ mod cipher;
 pub mod keyring;
 mod master_key;
 
-pub use cipher::{record_aad, Cipher, CryptoError, Sealed, NONCE_LEN};
+pub use cipher::{record_aad, record_aad_v1, Cipher, CryptoError, Sealed, AAD_FORMAT, NONCE_LEN};
 pub use keyring::{Keyring, KeyringError, KeyringSettings};
 pub use master_key::MasterKey;

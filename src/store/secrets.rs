@@ -48,11 +48,22 @@ pub struct VersionDoc {
     pub key_id: String,
     pub created_at: DateTime,
     pub created_by: String,
+    /// The associated-data format it was sealed with; absent = the first format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aad: Option<i32>,
 }
 
 impl VersionDoc {
-    pub fn new(version: i64, nonce: &[u8], ciphertext: Vec<u8>, key_id: &str, by: &str) -> Self {
+    pub fn new(
+        version: i64,
+        nonce: &[u8],
+        ciphertext: Vec<u8>,
+        key_id: &str,
+        by: &str,
+        aad: i32,
+    ) -> Self {
         Self {
+            aad: Some(aad),
             version,
             ciphertext: Binary {
                 subtype: BinarySubtype::Generic,

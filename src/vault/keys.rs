@@ -2,8 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{utc, Op, RequestMeta, Vault};
+use super::{utc, Op, RecordRef, RequestMeta, Vault};
 use crate::auth::Action;
+use crate::crypto::AAD_FORMAT;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::keyring as key_store;
 use crate::store::secrets::{self, SecretDoc, VersionDoc};
@@ -150,7 +151,7 @@ impl Vault {
             for doc in batch {
                 report.documents_scanned += 1;
                 let active = self.keyring.active_id().unwrap_or_default();
-                let stale = doc.versions.iter().filter(|v| v.key_id != active).count() as u64;
+                let stale = doc.versions.iter().filter(|v| is_stale(v, &active)).count() as u64;
                 if stale == 0 {
                     continue;
                 }
@@ -177,14 +178,16 @@ impl Vault {
         let mut n = 0;
         for v in &doc.versions {
             let active_id = self.keyring.active_id().unwrap_or_default();
-            if v.key_id == active_id {
+            if !is_stale(v, &active_id) {
                 versions.push(v.clone());
                 continue;
             }
-            // Opened under its own record's AAD, sealed under the same record's
-            // AAD with the new key id: nothing moves between records.
-            let plaintext = self.open(&doc.id, v).await?;
-            let mut sealed = self.seal_version(&doc.id, v.version, &plaintext, &v.created_by)?;
+            // Opened under its own record's AAD (either format), sealed under the
+            // same record's current-format AAD with the active key: nothing moves
+            // between records.
+            let at = RecordRef::of_doc(doc);
+            let plaintext = self.open(at, v).await?;
+            let mut sealed = self.seal_version(at, v.version, &plaintext, &v.created_by)?;
             sealed.created_at = v.created_at;
             versions.push(sealed);
             n += 1;
@@ -194,4 +197,10 @@ impl Vault {
                 .await?;
         Ok(replaced.then_some(n))
     }
+}
+
+/// A version that rewrap re-seals: under another key than the active one, or
+/// under the first associated-data format (which does not bind project and path).
+fn is_stale(v: &VersionDoc, active_key_id: &str) -> bool {
+    v.key_id != active_key_id || v.aad != Some(AAD_FORMAT)
 }

@@ -27,7 +27,7 @@ use crate::auth::identity::ServiceRegistry;
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::policy::PolicyEngine;
 use crate::auth::Action;
-use crate::crypto::{record_aad, CryptoError, Keyring};
+use crate::crypto::{record_aad, record_aad_v1, CryptoError, Keyring, AAD_FORMAT};
 use crate::error::{ApiError, ErrorCode, Outcome};
 use crate::store::audit::AuditRecord;
 use crate::store::audit_sink::AuditSink;
@@ -474,10 +474,10 @@ impl Vault {
         self.keyring.active_id()
     }
 
-    /// Seals `plaintext` as `version` of secret `id` under the active data key.
+    /// Seals `plaintext` as `version` of the record `at` under the active data key.
     fn seal_version(
         &self,
-        id: &str,
+        at: RecordRef<'_>,
         version: i64,
         plaintext: &[u8],
         actor: &str,
@@ -486,13 +486,15 @@ impl Vault {
             .keyring
             .active()
             .map_err(|e| ApiError::internal(&format_args!("cannot seal: {e}")))?;
-        let sealed = cipher.seal(plaintext, &record_aad(id, version, &key_id))?;
+        let aad = record_aad(at.project, at.path, at.id, version, &key_id);
+        let sealed = cipher.seal(plaintext, &aad)?;
         Ok(VersionDoc::new(
             version,
             &sealed.nonce,
             sealed.ciphertext,
             &key_id,
             actor,
+            AAD_FORMAT,
         ))
     }
 
@@ -518,15 +520,32 @@ impl Vault {
         }
     }
 
-    /// Opens one stored version; any failure is a generic 500 with the cause logged.
-    async fn open(&self, id: &str, version: &VersionDoc) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    /// Opens one stored version of the record `at`; any failure is a generic
+    /// 500 with the cause logged (under the request id).
+    async fn open(
+        &self,
+        at: RecordRef<'_>,
+        version: &VersionDoc,
+    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+        let id = at.id;
         let Some(cipher) = self.keyring.cipher_for(&version.key_id).await else {
             return Err(ApiError::internal(&format_args!(
                 "secret {id} version {} is sealed under unknown key {}",
                 version.version, version.key_id
             )));
         };
-        let aad = record_aad(id, version.version, &version.key_id);
+        let aad = match version.aad {
+            Some(AAD_FORMAT) => {
+                record_aad(at.project, at.path, id, version.version, &version.key_id)
+            }
+            None => record_aad_v1(id, version.version, &version.key_id),
+            Some(other) => {
+                return Err(ApiError::internal(&format_args!(
+                    "secret {id} version {} has unknown associated-data format {other}",
+                    version.version
+                )))
+            }
+        };
         cipher
             .open(&version.nonce.bytes, &version.ciphertext.bytes, &aad)
             .map_err(|e| {
@@ -535,6 +554,53 @@ impl Vault {
                     version.version
                 ))
             })
+    }
+
+    /// Opens the version a read asked for, after checking it is that version:
+    /// `wanted` (a `?version=N`) or else the one `current_version` names. A
+    /// document whose newest versions were removed must not serve an older
+    /// value as current.
+    async fn open_checked(
+        &self,
+        at: RecordRef<'_>,
+        current_version: i64,
+        wanted: Option<i64>,
+        version: &VersionDoc,
+    ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+        let expected = wanted.unwrap_or(current_version);
+        if version.version != expected {
+            return Err(ApiError::internal(&format_args!(
+                "integrity: secret {} holds version {} where version {expected} was expected",
+                at.id, version.version
+            )));
+        }
+        self.open(at, version).await
+    }
+}
+
+/// The record a ciphertext belongs to: what its associated data binds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordRef<'a> {
+    pub project: &'a str,
+    pub path: &'a str,
+    pub id: &'a str,
+}
+
+impl<'a> RecordRef<'a> {
+    pub fn of<V>(doc: &'a crate::store::secrets::SecretView<V>) -> Self {
+        Self {
+            project: &doc.project,
+            path: &doc.path,
+            id: &doc.id,
+        }
+    }
+
+    pub fn of_doc(doc: &'a SecretDoc) -> Self {
+        Self {
+            project: &doc.project,
+            path: &doc.path,
+            id: &doc.id,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use mongodb::bson::DateTime as BsonDateTime;
 use zeroize::Zeroizing;
 
 use super::names::{ProjectName, SecretKey};
-use super::{utc, Op, RequestMeta, Scope, Undo, Value, Vault};
+use super::{utc, Op, RecordRef, RequestMeta, Scope, Undo, Value, Vault};
 use crate::auth::{secret_resource, Action};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::secrets::{self, InsertError, Locator, SecretDoc, SecretView, VersionMeta};
@@ -236,7 +236,12 @@ impl Vault {
         key: &SecretKey,
         plaintext: &[u8],
     ) -> Result<SecretDoc, ApiError> {
-        let first = self.seal_version(id, 1, plaintext, meta.actor())?;
+        let at = RecordRef {
+            project: key.project(),
+            path: key.path(),
+            id,
+        };
+        let first = self.seal_version(at, 1, plaintext, meta.actor())?;
         Ok(self.new_doc(id, key.project(), key.path(), first))
     }
 
@@ -265,7 +270,9 @@ impl Vault {
                 ));
             };
             scope.version(Some(v.version));
-            let value = self.open(&found.id, v).await?;
+            let value = self
+                .open_checked(RecordRef::of(&found), found.current_version, version, v)
+                .await?;
             Ok(SecretRecord {
                 value,
                 version: v.version,
@@ -382,7 +389,8 @@ impl Vault {
             }
             let next = base + 1;
             scope.version(Some(next));
-            let version = self.seal_version(&current.id, next, plaintext, meta.actor())?;
+            let version =
+                self.seal_version(RecordRef::of(&current), next, plaintext, meta.actor())?;
             let max_versions = self.limits().max_versions;
             if secrets::append_version(self.db(), &current.id, base, &version, max_versions).await?
             {

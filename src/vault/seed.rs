@@ -6,7 +6,7 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use super::names::SecretKey;
-use super::{Op, RequestMeta, Value, Vault};
+use super::{Op, RecordRef, RequestMeta, Value, Vault};
 use crate::auth::{secret_resource, Action};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::secrets::{self, Locator};
@@ -53,7 +53,10 @@ impl Vault {
                     "secret {id} has no versions"
                 )));
             };
-            let plaintext = self.open(&found.id, version).await?;
+            let at = RecordRef::of(&found);
+            let plaintext = self
+                .open_checked(at, found.current_version, None, version)
+                .await?;
             Ok(Zeroizing::new(STANDARD.encode(plaintext.as_slice())))
         })
         .await

@@ -147,14 +147,14 @@ async fn key_operations_need_admin_on_sys_and_are_audited() {
 
 #[tokio::test]
 async fn legacy_values_sealed_under_the_master_key_still_decrypt_and_rewrap_away() {
-    use secret_manager::crypto::{record_aad, Cipher, MasterKey};
+    use secret_manager::crypto::{record_aad_v1, Cipher, MasterKey};
     let (app, admin) = admin_app(&[]).await;
     // A record as the core service wrote it: sealed directly under the master key.
     let master = MasterKey::parse(&app.master_key).expect("key");
     let cipher = Cipher::from_master(&master);
     let id = uuid::Uuid::new_v4().to_string();
     let sealed = cipher
-        .seal(b"legacy-value", &record_aad(&id, 1, master.key_id()))
+        .seal(b"legacy-value", &record_aad_v1(&id, 1, master.key_id()))
         .expect("seal");
     let now = mongodb::bson::DateTime::now();
     let bin = |b: Vec<u8>| {
