@@ -76,7 +76,7 @@ impl Application {
                 config.auth.policies.clone(),
                 FailureLimiter::new(config.auth_failure_burst, config.auth_failure_per_minute),
                 limits,
-            ),
+            )?,
             max_body_bytes: config.max_body_bytes(),
             trust_proxy_headers: config.trust_proxy_headers,
         });

@@ -37,6 +37,8 @@ pub enum KeyringError {
     Store(#[from] StoreError),
     #[error("no active data key")]
     NoActiveKey,
+    #[error("a key could not be derived from the master key")]
+    Derive,
 }
 
 /// What one replica knows of the keyring.
@@ -329,6 +331,18 @@ impl Keyring {
                 }
             }
         });
+    }
+
+    /// A key for one purpose (`label`), derived from the master key with
+    /// HMAC-SHA256, so every replica derives the same key and nothing is stored.
+    pub fn derive(&self, label: &str) -> Result<Cipher, KeyringError> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.master.bytes())
+            .map_err(|_| KeyringError::Derive)?;
+        mac.update(b"secret-manager derived key|");
+        mac.update(label.as_bytes());
+        let bytes = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+        Ok(Cipher::new(&bytes, format!("derived:{label}")))
     }
 
     /// Key documents as last loaded.

@@ -185,6 +185,8 @@ pub struct Vault {
     limiter: Arc<FailureLimiter>,
     limits: Arc<Limits>,
     audit_publisher: Arc<std::sync::OnceLock<AuditPublisher>>,
+    /// Seals list cursors (derived from the master key: every replica accepts them).
+    cursor_key: Arc<crate::crypto::Cipher>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -233,8 +235,10 @@ impl Vault {
         policies: PolicyEngine,
         limiter: FailureLimiter,
         limits: Limits,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, crate::crypto::KeyringError> {
+        let cursor_key = Arc::new(keyring.derive("list-cursor")?);
+        Ok(Self {
+            cursor_key,
             audit_sink: AuditSink::spawn(&db),
             db,
             keyring,
@@ -243,7 +247,7 @@ impl Vault {
             limiter: Arc::new(limiter),
             limits: Arc::new(limits),
             audit_publisher: Arc::default(),
-        }
+        })
     }
 
     fn db(&self) -> &Database {

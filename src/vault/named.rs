@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 use super::names::{ProjectName, SecretKey};
 use super::{utc, Op, RecordRef, RequestMeta, Scope, Undo, Value, Vault};
 use crate::auth::{secret_resource, Action};
+use crate::crypto::NONCE_LEN;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::secrets::{self, InsertError, Locator, SecretDoc, SecretView, VersionMeta};
 
@@ -86,6 +87,9 @@ const MAX_TAGS: usize = 32;
 const CAS_ATTEMPTS: u64 = 40;
 pub const MAX_LIST_LIMIT: i64 = 500;
 pub const DEFAULT_LIST_LIMIT: i64 = 50;
+/// As long as a path may be.
+pub const MAX_PREFIX_LEN: usize = 512;
+const MAX_CURSOR_LEN: usize = 2048;
 
 fn check_metadata(
     description: &Option<String>,
@@ -507,7 +511,14 @@ impl Vault {
                     format!("`limit` must be 1-{MAX_LIST_LIMIT}"),
                 ));
             }
-            let mut after = q.cursor.map(decode_cursor).transpose()?;
+            if q.prefix.is_some_and(|p| p.chars().count() > MAX_PREFIX_LEN) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidPrefix,
+                    format!("`prefix` must be at most {MAX_PREFIX_LEN} characters"),
+                ));
+            }
+            let aad = cursor_aad(meta.actor(), project, q.prefix);
+            let mut after = q.cursor.map(|c| self.decode_cursor(&aad, c)).transpose()?;
             let mut items = Vec::new();
             let mut exhausted = false;
             // Bounded: a caller that may list little of a large project gets short pages.
@@ -531,28 +542,59 @@ impl Vault {
                 }
             }
             let more = !exhausted || items.len() as i64 == limit;
-            let next_cursor = more
-                .then(|| after.map(|(p, q)| encode_cursor(&p, &q)))
-                .flatten();
+            let next_cursor = match after.filter(|_| more) {
+                Some((p, path)) => Some(self.encode_cursor(&aad, &p, &path)?),
+                None => None,
+            };
             Ok(Page { items, next_cursor })
         })
         .await
     }
 }
 
-fn encode_cursor(project: &str, path: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{project}\n{path}"))
+/// What a cursor is bound to: the caller and the query it continues.
+fn cursor_aad(actor: &str, project: Option<&str>, prefix: Option<&str>) -> Vec<u8> {
+    format!(
+        "list-cursor|{actor}|{}|{}",
+        project.unwrap_or(""),
+        prefix.unwrap_or("")
+    )
+    .into_bytes()
 }
 
-fn decode_cursor(cursor: &str) -> Result<(String, String), ApiError> {
-    let bad = || {
-        ApiError::new(
-            ErrorCode::InvalidCursor,
-            "`cursor` is not one this service returned",
-        )
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (project, path) = text.split_once('\n').ok_or_else(bad)?;
-    Ok((project.to_string(), path.to_string()))
+impl Vault {
+    /// An opaque, authenticated cursor: the scan position sealed (AES-256-GCM
+    /// under a key derived from the master key) and bound to the caller and
+    /// the query, so it reveals no name and only this caller can continue it.
+    fn encode_cursor(&self, aad: &[u8], project: &str, path: &str) -> Result<String, ApiError> {
+        let position = Zeroizing::new(format!("{project}\n{path}").into_bytes());
+        let sealed = self.cursor_key.seal(&position, aad)?;
+        let mut bytes = sealed.nonce.to_vec();
+        bytes.extend_from_slice(&sealed.ciphertext);
+        Ok(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    fn decode_cursor(&self, aad: &[u8], cursor: &str) -> Result<(String, String), ApiError> {
+        let bad = || {
+            ApiError::new(
+                ErrorCode::InvalidCursor,
+                "`cursor` is not one this service returned for this query",
+            )
+        };
+        if cursor.len() > MAX_CURSOR_LEN {
+            return Err(bad());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+        if bytes.len() < NONCE_LEN {
+            return Err(bad());
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let position = self
+            .cursor_key
+            .open(nonce, ciphertext, aad)
+            .map_err(|_| bad())?;
+        let text = std::str::from_utf8(&position).map_err(|_| bad())?;
+        let (project, path) = text.split_once('\n').ok_or_else(bad)?;
+        Ok((project.to_string(), path.to_string()))
+    }
 }

@@ -606,3 +606,110 @@ async fn audit_trail_is_readable_by_admins_with_filters() {
     let denied = call(&app, Method::GET, "/api/audit", None).await;
     denied.assert_error(403, "forbidden");
 }
+
+/// Cursors are sealed and bound to the caller and query: a forged one, one
+/// for another query, or one issued to another service is 400; no cursor
+/// reveals a name the caller may not list.
+#[tokio::test]
+async fn list_cursors_are_opaque_authenticated_and_bound_to_caller_and_query() {
+    use base64::Engine as _;
+    let other = crate::helpers::Identity::new("other-lister");
+    let app = spawn_app_with(&[
+        (&format!("TOKEN_{}", other.service), other.token.as_str()),
+        ("ALLOW_other-lister", "vis:"),
+    ])
+    .await;
+    for i in 0..6 {
+        put(&app, "hidden", &format!("name-{i}-zq7"), "v").await;
+        put(&app, "vis", &format!("item-{i}"), "v").await;
+    }
+    // Forged cursors in the old format (base64 of `project\npath`) are refused.
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("vis\nitem-0");
+    let res = app.get(&format!("/api/secrets?cursor={forged}")).await;
+    res.assert_error(400, "invalid_cursor");
+
+    // The other service lists everything it may: pages stop on hidden names,
+    // and its cursors do not show them.
+    let page =
+        TestApp::send(app.request_as(Some(&other), Method::GET, "/api/secrets?limit=2")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let cursor = page.json()["next_cursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_string();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&cursor)
+        .expect("url-safe base64");
+    for secret_name in ["hidden", "name-", "zq7", "item-"] {
+        assert!(
+            !raw.windows(secret_name.len())
+                .any(|w| w == secret_name.as_bytes()),
+            "cursor shows {secret_name}"
+        );
+    }
+    // The cursor continues the same caller's same query...
+    let next = TestApp::send(app.request_as(
+        Some(&other),
+        Method::GET,
+        &format!("/api/secrets?limit=2&cursor={cursor}"),
+    ))
+    .await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    // ...and nothing else: another caller, or another query.
+    app.get(&format!("/api/secrets?limit=2&cursor={cursor}"))
+        .await
+        .assert_error(400, "invalid_cursor");
+    TestApp::send(app.request_as(
+        Some(&other),
+        Method::GET,
+        &format!("/api/secrets?project=vis&limit=2&cursor={cursor}"),
+    ))
+    .await
+    .assert_error(400, "invalid_cursor");
+    // A flipped character is refused too.
+    let mut tampered = cursor.into_bytes();
+    tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    TestApp::send(app.request_as(
+        Some(&other),
+        Method::GET,
+        &format!("/api/secrets?limit=2&cursor={tampered}"),
+    ))
+    .await
+    .assert_error(400, "invalid_cursor");
+}
+
+/// A prefix is bounded (a few thousand characters was a 500); odd ones still work.
+#[tokio::test]
+async fn list_prefixes_are_bounded_and_odd_ones_are_taken_literally() {
+    let app = spawn_app().await;
+    put(&app, "p", "a.b/c", "v").await;
+    put(&app, "p", "axb/c", "v").await;
+    let long = "a".repeat(5000);
+    app.get(&format!("/api/secrets?prefix={long}"))
+        .await
+        .assert_error(400, "invalid_prefix");
+    for (prefix, expected) in [
+        ("a.b", vec!["a.b/c"]),
+        ("a%2Eb", vec!["a.b/c"]),
+        ("%28", vec![]),
+        ("%5B", vec![]),
+        ("*", vec![]),
+        ("%5C", vec![]),
+        ("%24", vec![]),
+        ("a%7C", vec![]),
+        (&"b".repeat(512), vec![]),
+    ] {
+        let res = app
+            .get(&format!("/api/secrets?project=p&prefix={prefix}"))
+            .await;
+        assert_eq!(res.status, 200, "{prefix}: {}", res.text);
+        let paths: Vec<String> = res.json()["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["path"].as_str().expect("path").to_string())
+            .collect();
+        assert_eq!(paths, expected, "{prefix}");
+    }
+}
