@@ -80,6 +80,7 @@ error_codes! {
     ProjectExists => ("project_exists", 409, Conflict, "a taken project name"),
     KeyActive => ("key_active", 409, Conflict, "the active data key cannot be destroyed"),
     KeyInUse => ("key_in_use", 409, Conflict, "stored versions are still sealed under the key"),
+    KeyRecentlyRetired => ("key_recently_retired", 409, Conflict, "the key was retired too recently to destroy; `Retry-After`"),
     SecretTooLarge => ("secret_too_large", 413, Invalid, "the decoded value is over `MAX_SECRET_BYTES`"),
     PayloadTooLarge => ("payload_too_large", 413, Invalid, "the request body or message is over its limit"),
     UnsupportedMediaType => ("unsupported_media_type", 415, Invalid, "a `Content-Type` other than JSON (none at all is accepted)"),

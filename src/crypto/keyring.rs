@@ -345,6 +345,11 @@ impl Keyring {
         Ok(Cipher::new(&bytes, format!("derived:{label}")))
     }
 
+    /// How often every replica reloads the keyring.
+    pub fn refresh_interval(&self) -> Duration {
+        self.settings.refresh
+    }
+
     /// Key documents as last loaded.
     pub fn docs(&self) -> Vec<KeyDoc> {
         self.snapshot().docs.clone()

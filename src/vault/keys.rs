@@ -1,6 +1,7 @@
 //! Key operations (admin on `sys`): rotate, rewrap, status, destroy.
 
 use chrono::{DateTime, Utc};
+use mongodb::bson::DateTime as BsonDateTime;
 
 use super::{utc, Op, RecordRef, RequestMeta, Vault};
 use crate::auth::Action;
@@ -35,6 +36,9 @@ pub struct RewrapReport {
 }
 
 const REWRAP_BATCH: i64 = 100;
+/// A bound on how long a request holds a data key between choosing it and storing
+/// what it sealed (database timeouts and compare-and-set retries included).
+const LONGEST_REQUEST: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Vault {
     fn require_sys(&self, meta: &RequestMeta) -> Result<(), ApiError> {
@@ -87,34 +91,73 @@ impl Vault {
         .await
     }
 
-    /// Destroys a data key that no stored version uses; never the active one.
+    /// Destroys a data key that no stored version uses; never the active one,
+    /// and never one retired less than [`Vault::destroy_grace`] ago (another
+    /// replica may still be sealing with it from its cached keyring).
     pub async fn destroy_key(&self, meta: &RequestMeta, key_id: &str) -> Result<(), ApiError> {
         self.run(Op::KeyDestroy, meta, async |_| {
             self.require_sys(meta)?;
-            if !self.keyring.docs().iter().any(|d| d.id == key_id) {
+            self.keyring
+                .reload()
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            let Some(doc) = self.keyring.docs().into_iter().find(|d| d.id == key_id) else {
                 return Err(ApiError::new(
                     ErrorCode::KeyNotFound,
                     "no data key with that id",
                 ));
-            }
+            };
             if self.keyring.active_id().as_deref() == Some(key_id) {
                 return Err(ApiError::new(
                     ErrorCode::KeyActive,
                     "the active data key cannot be destroyed; rotate first",
                 ));
             }
-            if secrets::any_sealed_with(self.db(), key_id).await? {
-                return Err(ApiError::new(
+            if !doc.legacy {
+                // A key without `retired_at` is mid-rotation: as fresh as can be.
+                let retired_ms = doc.retired_at.map_or(i64::MAX, |t| t.timestamp_millis());
+                let age_ms = BsonDateTime::now().timestamp_millis().saturating_sub(retired_ms);
+                let grace_ms = i64::try_from(self.destroy_grace().as_millis()).unwrap_or(i64::MAX);
+                if age_ms < grace_ms {
+                    let wait = u64::try_from((grace_ms - age_ms.max(0)) / 1000 + 1).unwrap_or(1);
+                    let mut e = ApiError::new(
+                        ErrorCode::KeyRecentlyRetired,
+                        format!(
+                            "the key was retired less than {} s ago; replicas may still seal with it",
+                            grace_ms / 1000
+                        ),
+                    );
+                    e.retry_after = Some(wait);
+                    return Err(e);
+                }
+            }
+            let in_use = || {
+                ApiError::new(
                     ErrorCode::KeyInUse,
                     "stored versions are still sealed under this key; rewrap first",
-                ));
+                )
+            };
+            if secrets::any_sealed_with(self.db(), key_id).await? {
+                return Err(in_use());
             }
             key_store::remove(self.db(), key_id).await?;
+            // Check again: a write that sealed under it meanwhile keeps it alive.
+            if secrets::any_sealed_with(self.db(), key_id).await? {
+                key_store::insert(self.db(), &doc).await?;
+                tracing::warn!(key_id = %key_id, "a version was sealed under a key being destroyed; it was kept");
+                return Err(in_use());
+            }
             let _ = self.keyring.reload().await;
             tracing::info!(key_id = %key_id, "data key destroyed");
             Ok(())
         })
         .await
+    }
+
+    /// How long after retirement a data key may still be in use: two keyring
+    /// refreshes (every replica has reloaded) plus the longest request.
+    pub fn destroy_grace(&self) -> std::time::Duration {
+        self.keyring.refresh_interval() * 2 + LONGEST_REQUEST
     }
 
     /// Re-seals versions not under the active key, up to `max_documents`

@@ -620,3 +620,62 @@ async fn a_tampered_keyring_entry_fails_closed_for_its_values_only() {
         b64(b"under-second-key")
     );
 }
+
+/// Another replica caches the old active key for up to `KEYRING_REFRESH_SECS`
+/// after a rotation: destroying it at once could make that replica's writes
+/// unreadable, so a freshly retired key is refused until the grace has passed.
+#[tokio::test]
+async fn a_freshly_retired_key_cannot_be_destroyed_until_the_grace_has_passed() {
+    let (app, admin) = admin_app(&[]).await;
+    put(&app, "a", "v").await;
+    let before = sys(&app, &admin, Method::GET, "/api/sys/keys").await.json();
+    let old = before["active_key_id"]
+        .as_str()
+        .expect("active")
+        .to_string();
+    sys(&app, &admin, Method::POST, "/api/sys/rotate").await;
+    let rewrap = sys(&app, &admin, Method::POST, "/api/sys/rewrap")
+        .await
+        .json();
+    assert_eq!(rewrap["versions_remaining"], 0, "{rewrap}");
+
+    let refused = sys(
+        &app,
+        &admin,
+        Method::DELETE,
+        &format!("/api/sys/keys/{old}"),
+    )
+    .await;
+    refused.assert_error(409, "key_recently_retired");
+    let wait: u64 = refused.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(
+        (60..=75).contains(&wait),
+        "2 x refresh (5 s) + 60 s: {wait}"
+    );
+
+    // As if the grace period had passed.
+    let long_ago = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() - 600_000,
+    );
+    app.db
+        .collection::<Document>("keyring")
+        .update_one(
+            doc! { "_id": &old },
+            doc! { "$set": { "retired_at": long_ago } },
+        )
+        .await
+        .expect("backdate");
+    let destroyed = sys(
+        &app,
+        &admin,
+        Method::DELETE,
+        &format!("/api/sys/keys/{old}"),
+    )
+    .await;
+    assert_eq!(destroyed.status, 204, "{}", destroyed.text);
+    assert_eq!(get(&app, "a").await.json()["value"], "v");
+}
