@@ -3,7 +3,7 @@
 //! and refreshes it on an unknown key id and at a short interval.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,7 @@ pub struct Keyring {
     loaded: RwLock<Arc<Loaded>>,
     unflushed_seals: AtomicU64,
     last_miss_reload: std::sync::Mutex<Option<Instant>>,
+    healthy: AtomicBool,
 }
 
 fn binary(bytes: Vec<u8>) -> Binary {
@@ -105,6 +106,7 @@ impl Keyring {
             loaded: RwLock::new(Arc::new(Loaded::default())),
             unflushed_seals: AtomicU64::new(0),
             last_miss_reload: std::sync::Mutex::new(None),
+            healthy: AtomicBool::new(true),
         });
         keyring.reseal_from(previous.as_ref()).await?;
         keyring.add_legacy_entries(previous.as_ref()).await?;
@@ -171,14 +173,23 @@ impl Keyring {
         Ok(())
     }
 
-    /// Reads the keyring again and unseals every entry it can.
+    /// Reads the keyring again and unseals every entry it can. Entries sealed
+    /// under another master key mean a master-key change is under way and this
+    /// replica runs the old key: it keeps the keys it already had (its last good
+    /// keyring), logs loudly and reports itself unhealthy (readiness fails).
     pub async fn reload(&self) -> Result<(), KeyringError> {
         let docs = store::all(&self.db).await?;
         let active_id = store::active_id(&self.db).await?;
+        let previous = self.snapshot();
         let mut keys = HashMap::new();
         let mut failed = Vec::new();
+        let mut foreign = Vec::new();
         for doc in &docs {
             if doc.master_key_id != self.master.key_id() {
+                foreign.push(doc.id.clone());
+                if let Some(kept) = previous.keys.get(&doc.id) {
+                    keys.insert(doc.id.clone(), kept.clone());
+                }
                 continue;
             }
             match unseal_key(&self.master, doc) {
@@ -196,10 +207,29 @@ impl Keyring {
                 self.master.key_id().to_string(),
             ));
         }
-        let active = active_id.and_then(|id| keys.get(&id).map(|c| (id, c.clone())));
+        let healthy = foreign.is_empty();
+        if !healthy {
+            tracing::error!(
+                keys = ?foreign,
+                master_key_id = %self.master.key_id(),
+                "keyring entries are sealed under another master key: a master-key change is under way; \
+                 restart this replica with the new MASTER_KEY (it reports not ready until then)"
+            );
+        }
+        self.healthy.store(healthy, Ordering::Relaxed);
+        let active = active_id
+            .and_then(|id| keys.get(&id).map(|c| (id, c.clone())))
+            // Never sealing is worse than sealing under the last good key, which
+            // the replicas on the new master key can still open.
+            .or_else(|| previous.active.clone().filter(|_| !healthy));
         let loaded = Loaded { active, keys, docs };
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         Ok(())
+    }
+
+    /// False while entries are sealed under a master key this replica does not hold.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 
     fn snapshot(&self) -> Arc<Loaded> {
@@ -249,6 +279,19 @@ impl Keyring {
     /// Makes a new data key active. When replicas rotate at the same moment one
     /// wins and the others adopt its key, so there is always exactly one active key.
     pub async fn rotate(&self) -> Result<String, KeyringError> {
+        // A replica still on the old master key must not add a data key that
+        // the replicas on the new one cannot open.
+        if let Some(doc) = store::all(&self.db)
+            .await?
+            .into_iter()
+            .find(|d| d.master_key_id != self.master.key_id())
+        {
+            self.healthy.store(false, Ordering::Relaxed);
+            return Err(KeyringError::WrongMasterKey {
+                found: doc.master_key_id,
+                configured: self.master.key_id().to_string(),
+            });
+        }
         let current = store::active_id(&self.db).await?;
         let mut key = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(key.as_mut());

@@ -263,9 +263,17 @@ impl Vault {
         &self.limits
     }
 
-    /// Readiness: the database answers a ping.
+    /// Readiness: the database answers a ping and this replica can open the
+    /// keyring (it is not left on the old key during a master-key change).
     pub async fn ready(&self) -> Result<(), ApiError> {
-        crate::store::ping(self.db()).await.map_err(ApiError::from)
+        crate::store::ping(self.db()).await?;
+        if !self.keyring.is_healthy() {
+            return Err(ApiError::new(
+                ErrorCode::KeyringUnavailable,
+                "this replica cannot open the keyring: restart it with the current master key",
+            ));
+        }
+        Ok(())
     }
 
     /// The audited-operation wrapper (see the module comment).

@@ -679,3 +679,67 @@ async fn a_freshly_retired_key_cannot_be_destroyed_until_the_grace_has_passed() 
     assert_eq!(destroyed.status, 204, "{}", destroyed.text);
     assert_eq!(get(&app, "a").await.json()["value"], "v");
 }
+
+/// During a master-key change, a replica still on the old key must not serve
+/// 500s behind a green readiness check, nor seal a data key under the old key.
+#[tokio::test]
+async fn a_replica_left_on_the_old_master_key_fails_readiness_and_refuses_to_rotate() {
+    use secret_manager::crypto::MasterKey;
+    let old = MasterKey::generate();
+    let new = MasterKey::generate();
+    let admin = Identity::new("admin");
+    let token = Identity::new("tester").token;
+    let old_replica = spawn_app_with_config(
+        ADMIN_YAML,
+        &[
+            ("MASTER_KEY", old.to_base64().as_str()),
+            ("TOKEN_tester", &token),
+            ("TOKEN_admin", &admin.token),
+            ("ALLOW_tester", "*"),
+        ],
+    )
+    .await;
+    put(&old_replica, "before", "value-1").await;
+    let ready = TestApp::send(old_replica.request_as(None, Method::GET, "/health/ready")).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+
+    // A new replica starts with the new key and re-seals the keyring.
+    let new_replica = spawn_app_with_config(
+        ADMIN_YAML,
+        &[
+            ("MONGO_DB", old_replica.db_name.as_str()),
+            ("MASTER_KEY", new.to_base64().as_str()),
+            ("MASTER_KEY_PREVIOUS", old.to_base64().as_str()),
+            ("TOKEN_tester", &token),
+            ("TOKEN_admin", &admin.token),
+        ],
+    )
+    .await;
+
+    // The old replica notices at its next keyring load (key status forces one).
+    sys(&old_replica, &admin, Method::GET, "/api/sys/keys").await;
+    let ready = TestApp::send(old_replica.request_as(None, Method::GET, "/health/ready")).await;
+    ready.assert_error(503, "keyring_unavailable");
+    // It keeps its last good keyring: reads and writes still work.
+    assert_eq!(get(&old_replica, "before").await.json()["value"], "value-1");
+    put(&old_replica, "during", "value-2").await;
+    // It refuses to rotate: a data key sealed under the old master key would be
+    // unreadable to the replicas on the new one.
+    let rotate = sys(&old_replica, &admin, Method::POST, "/api/sys/rotate").await;
+    rotate.assert_error(500, "internal_error");
+    let foreign = old_replica
+        .db
+        .collection::<Document>("keyring")
+        .count_documents(doc! { "master_key_id": old.key_id() })
+        .await
+        .expect("count");
+    assert_eq!(foreign, 0, "no key sealed under the old master key");
+    // What the old replica wrote meanwhile stays readable to the new ones.
+    let read = TestApp::send(new_replica.request_as(
+        Some(&old_replica.identity),
+        Method::GET,
+        "/api/secrets/k/during",
+    ))
+    .await;
+    assert_eq!(read.json()["value"], "value-2", "{}", read.text);
+}
