@@ -54,6 +54,7 @@ struct RawEnv {
     nats_request_subject: Option<String>,
     nats_queue_group: Option<String>,
     nats_audit_subject: Option<String>,
+    nats_max_in_flight: Option<String>,
 }
 
 /// The validated configuration of one service instance.
@@ -430,6 +431,15 @@ fn nats_settings(
     )
     .unwrap_or(false)
         || url.starts_with("tls://");
+    let max_in_flight = Parser { errors }
+        .bounded(
+            "NATS_MAX_IN_FLIGHT",
+            raw.nats_max_in_flight.clone(),
+            256,
+            1,
+            100_000,
+        )
+        .unwrap_or(256);
     let non_empty = |v: &Option<String>| {
         v.as_deref()
             .map(str::trim)
@@ -437,6 +447,7 @@ fn nats_settings(
             .map(str::to_string)
     };
     Some(NatsSettings {
+        max_in_flight,
         url: url.to_string(),
         user: non_empty(&raw.nats_user),
         password,

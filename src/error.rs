@@ -86,6 +86,7 @@ error_codes! {
     UnsupportedMediaType => ("unsupported_media_type", 415, Invalid, "a `Content-Type` other than JSON (none at all is accepted)"),
     TooManyAuthFailures => ("too_many_auth_failures", 429, Denied, "too many failed authentications; `Retry-After`"),
     InternalError => ("internal_error", 500, Error, "details only in the log, under the request id"),
+    Busy => ("busy", 503, Error, "NATS: the replica has `NATS_MAX_IN_FLIGHT` requests in flight; retry shortly"),
     KeyringUnavailable => ("keyring_unavailable", 503, Error, "`/health/ready`: keyring entries are sealed under a master key this replica does not hold"),
     DatabaseUnavailable => ("database_unavailable", 503, Error, "MongoDB unreachable; `Retry-After: 1`; recovers without a restart"),
 }

@@ -57,12 +57,15 @@ struct Failure<'a> {
 #[derive(Default, Debug)]
 pub struct NatsStats {
     pub dropped_without_reply: AtomicU64,
+    pub busy: AtomicU64,
 }
 
 struct Bridge {
     vault: Vault,
     settings: NatsSettings,
     stats: Arc<NatsStats>,
+    /// Bounds the requests this replica works on at once.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 fn error_reply(e: &ApiError) -> Vec<u8> {
@@ -93,12 +96,18 @@ fn op_of(operation: &str) -> Op {
 }
 
 impl Bridge {
-    fn allowed_ops(&self, subject: &str) -> Option<&BTreeSet<String>> {
+    /// Whether `operation` may be asked on `subject`. Without `nats.acl` every
+    /// subject allows every operation; with it, a subject it does not list
+    /// (the request subject included) allows none.
+    fn allows(&self, subject: &str, operation: &str) -> bool {
+        if self.settings.acl.is_empty() {
+            return true;
+        }
         self.settings
             .acl
             .iter()
             .find(|(s, _)| s == subject)
-            .map(|(_, ops)| ops)
+            .is_some_and(|(_, ops): &(String, BTreeSet<String>)| ops.contains(operation))
     }
 
     async fn handle(&self, subject: &str, payload: &[u8]) -> Vec<u8> {
@@ -159,13 +168,11 @@ impl Bridge {
             );
             return Err(v.refuse(Op::NatsRequest, meta, e).await);
         }
-        if let Some(ops) = self.allowed_ops(subject) {
-            if !ops.contains(op) {
-                let e = ApiError::denied(format!(
-                    "operation '{op}' is not allowed on subject '{subject}'"
-                ));
-                return Err(v.refuse(Op::NatsAcl, meta, e).await);
-            }
+        if !self.allows(subject, op) {
+            let e = ApiError::denied(format!(
+                "operation '{op}' is not allowed on subject '{subject}'"
+            ));
+            return Err(v.refuse(Op::NatsAcl, meta, e).await);
         }
         self.dispatch(op, &req, meta).await
     }
@@ -227,6 +234,7 @@ impl Bridge {
                     "status": "healthy",
                     "caller": caller,
                     "dropped_without_reply": self.stats.dropped_without_reply.load(Ordering::Relaxed),
+                    "busy": self.stats.busy.load(Ordering::Relaxed),
                 }))
             }
         }
@@ -278,10 +286,12 @@ pub async fn spawn(vault: Vault, settings: NatsSettings) -> Result<(), String> {
         }));
     }
     let stats = Arc::new(NatsStats::default());
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight));
     let bridge = Arc::new(Bridge {
         vault,
         settings,
         stats,
+        in_flight,
     });
     for subject in subjects {
         let mut sub = client
@@ -301,9 +311,22 @@ pub async fn spawn(vault: Vault, settings: NatsSettings) -> Result<(), String> {
                     tracing::warn!(subject = %msg.subject, dropped = n, "NATS request without a reply inbox dropped");
                     continue;
                 };
+                let Ok(permit) = bridge.in_flight.clone().try_acquire_owned() else {
+                    // Saturated: say so at once rather than queue without bound.
+                    bridge.stats.busy.fetch_add(1, Ordering::Relaxed);
+                    let e = ApiError::new(
+                        ErrorCode::Busy,
+                        "this replica is at its limit of requests in flight; retry shortly",
+                    );
+                    if let Err(e) = client.publish(reply, error_reply(&e).into()).await {
+                        tracing::warn!(error = %e, "NATS reply failed");
+                    }
+                    continue;
+                };
                 let (bridge, client, subject) = (bridge.clone(), client.clone(), subject.clone());
                 tokio::spawn(async move {
                     let answer = bridge.handle(&subject, &msg.payload).await;
+                    drop(permit);
                     if let Err(e) = client.publish(reply, answer.into()).await {
                         tracing::warn!(error = %e, "NATS reply failed");
                     }

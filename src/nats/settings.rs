@@ -19,6 +19,8 @@ pub struct NatsSettings {
     /// Subject → allowed operations.
     pub acl: Vec<(String, BTreeSet<String>)>,
     pub max_payload: usize,
+    /// Requests one replica works on at once; more are answered `busy`.
+    pub max_in_flight: usize,
 }
 
 /// Parses `nats.acl` entries, checking every operation name.

@@ -73,6 +73,22 @@ async fn ask_raw(nc: &async_nats::Client, subject: &str, body: Vec<u8>) -> Value
     serde_json::from_slice(&msg.payload).expect("JSON reply")
 }
 
+/// Waits until the bridge answers on `subject` (it subscribes in the background).
+async fn wait_for_bridge(nc: &async_nats::Client, app: &TestApp, subject: &str) -> Value {
+    let body = with_id(app, json!({ "operation": "status" })).to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let asked = nc.request(subject.to_string(), body.clone().into_bytes().into());
+        match tokio::time::timeout(Duration::from_secs(2), asked).await {
+            Ok(Ok(msg)) => return serde_json::from_slice(&msg.payload).expect("JSON reply"),
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => panic!("the bridge never answered on {subject}: {other:?}"),
+        }
+    }
+}
+
 fn with_id(app: &TestApp, mut body: Value) -> Value {
     body["service"] = json!(app.identity.service);
     body["token"] = json!(app.identity.token);
@@ -323,8 +339,8 @@ async fn bad_tokens_malformed_and_oversize_messages_get_error_replies_and_servin
 #[tokio::test]
 async fn acl_subjects_limit_operations_on_top_of_policies() {
     let server = NatsServer::start();
-    let yaml =
-        "nats:\n  acl:\n    - subject: agents.readonly\n      operations: [get, list, status]\n";
+    // With `nats.acl`, the request subject needs its own entry like any other.
+    let yaml = "nats:\n  acl:\n    - subject: agents.readonly\n      operations: [get, list, status]\n    - subject: vault.requests\n      operations: [get, set, delete, list, rotate, status]\n";
     let app = spawn_app_with_config(yaml, &[("NATS_URL", &server.url())]).await;
     let nc = client(&server).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -536,4 +552,83 @@ async fn audit_records_are_published_to_the_audit_subject_without_values() {
     assert_eq!(record["secret_id"], id);
     let text = String::from_utf8_lossy(&msg.payload);
     assert!(!text.contains("published-value") && !text.contains(&app.identity.token));
+}
+
+/// With `nats.acl` configured, the always-subscribed request subject is not a
+/// way around it: a subject the ACL does not list allows no operation.
+#[tokio::test]
+async fn the_request_subject_honours_the_acl_like_any_other() {
+    let server = NatsServer::start();
+    let yaml = "nats:\n  acl:\n    - subject: agents.readonly\n      operations: [get, status]\n";
+    let app = spawn_app_with_config(yaml, &[("NATS_URL", &server.url())]).await;
+    let nc = client(&server).await;
+    let status = ask(
+        &nc,
+        "agents.readonly",
+        with_id(&app, json!({ "operation": "status" })),
+    )
+    .await;
+    assert_eq!(status["status"], "success", "{status}");
+    for operation in ["set", "get", "status"] {
+        let denied = ask(
+            &nc,
+            SUBJECT,
+            with_id(
+                &app,
+                json!({ "operation": operation, "key": "p/k", "value": "v" }),
+            ),
+        )
+        .await;
+        assert_error(&denied, "forbidden");
+    }
+}
+
+/// One replica works on at most `NATS_MAX_IN_FLIGHT` requests; the rest are
+/// answered `busy` at once instead of queueing without bound.
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_are_answered_busy() {
+    let server = NatsServer::start();
+    let app = spawn_app_with(&[("NATS_URL", &server.url()), ("NATS_MAX_IN_FLIGHT", "1")]).await;
+    let nc = client(&server).await;
+    // Wait for the bridge: a status request answers once it serves.
+    let ready = ask(
+        &nc,
+        SUBJECT,
+        with_id(&app, json!({ "operation": "status" })),
+    )
+    .await;
+    assert_eq!(ready["status"], "success", "{ready}");
+    let inbox = nc.new_inbox();
+    let mut replies = nc.subscribe(format!("{inbox}.*")).await.expect("subscribe");
+    nc.flush().await.expect("flush");
+    let n = 200;
+    for i in 0..n {
+        let body = with_id(
+            &app,
+            json!({ "operation": "set", "key": format!("p/k{i}"), "value": "v" }),
+        );
+        nc.publish_with_reply(SUBJECT, format!("{inbox}.{i}"), body.to_string().into())
+            .await
+            .expect("publish");
+    }
+    nc.flush().await.expect("flush");
+    let (mut ok, mut busy) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ok + busy < n {
+        let msg = tokio::time::timeout_at(deadline, replies.next())
+            .await
+            .expect("every request answered in time")
+            .expect("reply");
+        let reply: Value = serde_json::from_slice(&msg.payload).expect("json");
+        match (reply["status"].as_str(), reply["code"].as_str()) {
+            (Some("success"), _) => ok += 1,
+            (Some("error"), Some("busy")) => busy += 1,
+            other => panic!("unexpected reply {other:?}: {reply}"),
+        }
+    }
+    assert!(
+        busy > 0,
+        "with one permit and {n} requests at once, some are busy"
+    );
+    assert!(ok > 0, "and some are served");
 }
