@@ -562,13 +562,9 @@ async fn the_request_subject_honours_the_acl_like_any_other() {
     let yaml = "nats:\n  acl:\n    - subject: agents.readonly\n      operations: [get, status]\n";
     let app = spawn_app_with_config(yaml, &[("NATS_URL", &server.url())]).await;
     let nc = client(&server).await;
-    let status = ask(
-        &nc,
-        "agents.readonly",
-        with_id(&app, json!({ "operation": "status" })),
-    )
-    .await;
+    let status = wait_for_bridge(&nc, &app, "agents.readonly").await;
     assert_eq!(status["status"], "success", "{status}");
+    wait_for_bridge(&nc, &app, SUBJECT).await;
     for operation in ["set", "get", "status"] {
         let denied = ask(
             &nc,
@@ -590,13 +586,7 @@ async fn requests_over_the_in_flight_limit_are_answered_busy() {
     let server = NatsServer::start();
     let app = spawn_app_with(&[("NATS_URL", &server.url()), ("NATS_MAX_IN_FLIGHT", "1")]).await;
     let nc = client(&server).await;
-    // Wait for the bridge: a status request answers once it serves.
-    let ready = ask(
-        &nc,
-        SUBJECT,
-        with_id(&app, json!({ "operation": "status" })),
-    )
-    .await;
+    let ready = wait_for_bridge(&nc, &app, SUBJECT).await;
     assert_eq!(ready["status"], "success", "{ready}");
     let inbox = nc.new_inbox();
     let mut replies = nc.subscribe(format!("{inbox}.*")).await.expect("subscribe");
