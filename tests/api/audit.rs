@@ -106,23 +106,73 @@ async fn failures_are_audited_with_outcome_and_error_code() {
     );
 }
 
+/// Issue 10, finding 1: the client writes the left of `X-Forwarded-For`, so the
+/// audited address is the right-most hop that is not a trusted proxy, and only
+/// when the direct peer (127.0.0.1 here) is itself a trusted proxy.
 #[tokio::test]
-async fn forwarded_for_is_used_only_when_proxy_headers_are_trusted() {
-    for (trust, expected) in [("true", "203.0.113.9"), ("false", "127.0.0.1")] {
-        let app = spawn_app_with(&[("TRUST_PROXY_HEADERS", trust)]).await;
+async fn the_audited_address_is_the_right_most_untrusted_forwarded_hop() {
+    let proxies = "10.0.0.0/8,127.0.0.1/32";
+    // (settings, X-Forwarded-For sent, audited client_ip, why)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, &'a str);
+    let cases: [Case; 7] = [
+        (
+            &[("TRUST_PROXY_HEADERS", "false")],
+            "203.0.113.9",
+            "127.0.0.1",
+            "headers off: the peer",
+        ),
+        (
+            &[("TRUST_PROXY_HEADERS", "true")],
+            "203.0.113.9, 198.51.100.7",
+            "198.51.100.7",
+            "shorthand: the peer is the proxy, the hop it appended is the client (was 203.0.113.9)",
+        ),
+        (
+            &[("TRUSTED_PROXIES", proxies)],
+            "203.0.113.9, 198.51.100.7, 10.0.0.1",
+            "198.51.100.7",
+            "trusted hops are skipped, the forged left hop is ignored",
+        ),
+        (
+            &[("TRUSTED_PROXIES", proxies)],
+            "198.51.100.7, not-an-ip",
+            "127.0.0.1",
+            "an entry that is not an IP gives the peer",
+        ),
+        (
+            &[("TRUSTED_PROXIES", proxies)],
+            "10.0.0.2, 127.0.0.1",
+            "127.0.0.1",
+            "only trusted hops give the peer",
+        ),
+        (
+            &[("TRUSTED_PROXIES", "10.0.0.0/8")],
+            "203.0.113.9",
+            "127.0.0.1",
+            "an untrusted peer's header is ignored",
+        ),
+        (
+            &[("TRUSTED_PROXIES", proxies)],
+            "2001:db8::1",
+            "2001:db8::1",
+            "IPv6 clients",
+        ),
+    ];
+    for (settings, forwarded, expected, why) in cases {
+        let app = spawn_app_with(settings).await;
         let res = app
             .request(reqwest::Method::POST, "/vault/secret/create")
-            .header("x-forwarded-for", "203.0.113.9, 10.0.0.1")
+            .header("x-forwarded-for", forwarded)
             .json(&serde_json::json!({ "secret": b64(b"x") }))
             .send()
             .await
             .expect("sent");
-        assert_eq!(res.status().as_u16(), 200);
+        assert_eq!(res.status().as_u16(), 200, "{why}");
         let found = records(&app, doc! {}).await;
         assert_eq!(
             found[0].get_str("client_ip").expect("ip"),
             expected,
-            "trust={trust}"
+            "{why}"
         );
     }
 }
