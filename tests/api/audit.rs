@@ -335,3 +335,89 @@ async fn expired_audit_records_are_really_removed() {
         left.get_datetime("ts").expect("ts").timestamp_millis() > two_days_ago.timestamp_millis()
     );
 }
+
+async fn refused_authentications(app: &crate::helpers::TestApp) -> Vec<Document> {
+    records(app, doc! { "action": "authenticate" }).await
+}
+
+fn count_of(record: &Document) -> i64 {
+    record
+        .get_i64("count")
+        .expect("a refused-authentication record has a count")
+}
+
+/// Issue 10, finding 4: every 401 and 429 used to write its own audit record
+/// (100 bad requests: 100 records). Now the first refusal of a window is
+/// written at once and the rest are counted into the next record or the flush
+/// at the end of the window; the counts add up to the refused requests.
+#[tokio::test]
+async fn a_hundred_refused_requests_write_few_records_whose_counts_add_up() {
+    // One failure refills per second: the aggregation window is 1 s.
+    let app = spawn_app_with(&[
+        ("AUTH_FAILURE_BURST", "3"),
+        ("AUTH_FAILURE_PER_MINUTE", "60"),
+    ])
+    .await;
+    let wrong = crate::helpers::Identity {
+        token: "wrong-token-444444".into(),
+        ..app.identity.clone()
+    };
+    for _ in 0..100 {
+        let req = app.request_as(Some(&wrong), reqwest::Method::POST, "/api/secrets/test");
+        let status = crate::helpers::TestApp::send(req).await.status;
+        assert!(status == 401 || status == 429, "refused: {status}");
+    }
+    let mut found = refused_authentications(&app).await;
+    for _ in 0..50 {
+        if found.iter().map(count_of).sum::<i64>() == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        found = refused_authentications(&app).await;
+    }
+    let total: i64 = found.iter().map(count_of).sum();
+    assert_eq!(total, 100, "the counts add up: {found:?}");
+    assert!(
+        found.len() <= 20,
+        "far fewer than 100 records: {}",
+        found.len()
+    );
+    assert_eq!(
+        count_of(&found[0]),
+        1,
+        "the first refusal is written at once"
+    );
+    for r in &found {
+        assert_eq!(r.get_str("actor").expect("actor"), "tester");
+        assert_eq!(r.get_str("client_ip").expect("ip"), "127.0.0.1");
+    }
+}
+
+/// Issue 10, finding 5: every audited string is bounded (actor 128 characters,
+/// the others 256), cut on a character boundary (unit-tested in `auth::limiter`). A 6 KB `X-Service` (refused)
+/// and a 6 KB `User-Agent` (refused and accepted) are stored cut.
+#[tokio::test]
+async fn huge_headers_are_stored_cut_to_their_bounds() {
+    let app = spawn_app().await;
+    let huge_service = "s".repeat(6_000);
+    let huge_agent = "u".repeat(6_000);
+    let intruder = crate::helpers::Identity {
+        service: huge_service.clone(),
+        token: "wrong-token-555555".into(),
+    };
+    for who in [&intruder, &app.identity] {
+        let req = app
+            .request_as(Some(who), reqwest::Method::GET, "/api/secrets")
+            .header("user-agent", &huge_agent);
+        crate::helpers::TestApp::send(req).await;
+    }
+    let refused = refused_authentications(&app).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let actor = refused[0].get_str("actor").expect("actor");
+    assert_eq!(actor, "s".repeat(128), "the claimed service, cut");
+    let listed = records(&app, doc! { "action": "list" }).await;
+    for r in [&refused[0], &listed[0]] {
+        let agent = r.get_str("user_agent").expect("ua");
+        assert_eq!(agent, "u".repeat(256), "the user agent, cut");
+    }
+}
