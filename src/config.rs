@@ -38,6 +38,7 @@ struct RawEnv {
     audit_enabled: Option<String>,
     audit_ttl_days: Option<String>,
     trust_proxy_headers: Option<String>,
+    trusted_proxies: Option<String>,
     log_format: Option<String>,
     shutdown_timeout_secs: Option<String>,
     config_file: Option<String>,
@@ -71,6 +72,8 @@ pub struct Config {
     pub audit_enabled: bool,
     pub audit_ttl_days: u32,
     pub trust_proxy_headers: bool,
+    /// `TRUSTED_PROXIES` and the `TRUST_PROXY_HEADERS` shorthand.
+    pub trusted_proxies: crate::api::TrustedProxies,
     pub log_format: LogFormat,
     pub shutdown_timeout_secs: u64,
     pub auth: AuthSettings,
@@ -191,6 +194,13 @@ impl Config {
             "a whole number of days",
         );
         let trust_proxy_headers = p.boolean("TRUST_PROXY_HEADERS", raw.trust_proxy_headers, false);
+        let trusted_proxies = collect(
+            p.errors,
+            crate::api::TrustedProxies::parse(
+                raw.trusted_proxies.as_deref(),
+                trust_proxy_headers.unwrap_or(false),
+            ),
+        );
         let shutdown_timeout_secs = p.bounded(
             "SHUTDOWN_TIMEOUT_SECS",
             raw.shutdown_timeout_secs,
@@ -288,6 +298,7 @@ impl Config {
                 (Some(auth_failure_burst), Some(auth_failure_per_minute)),
                 Some(keyring),
             ) if errors.is_empty() => Ok(Config {
+                trusted_proxies: trusted_proxies.unwrap_or_default(),
                 nats,
                 master_key_previous,
                 keyring,
@@ -701,5 +712,18 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains(KEY_B64));
         assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_bad_trusted_proxy_cidr_is_a_configuration_error_naming_the_variable() {
+        let err = with(&[
+            ("MASTER_KEY", KEY_B64),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,10.0.0.0/99"),
+        ])
+        .expect_err("bad CIDR");
+        assert!(err.to_string().contains("`TRUSTED_PROXIES`"), "{err}");
+        assert!(err.to_string().contains("`10.0.0.0/99`"), "{err}");
+        let c = with(&[("MASTER_KEY", KEY_B64), ("TRUSTED_PROXIES", "10.0.0.0/8")]).expect("valid");
+        assert_ne!(c.trusted_proxies, crate::api::TrustedProxies::default());
     }
 }

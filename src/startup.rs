@@ -78,7 +78,7 @@ impl Application {
                 limits,
             )?,
             max_body_bytes: config.max_body_bytes(),
-            trust_proxy_headers: config.trust_proxy_headers,
+            proxies: config.trusted_proxies.clone(),
         });
         if let Some(nats) = config.nats.clone() {
             crate::nats::spawn(state.vault.clone(), nats)

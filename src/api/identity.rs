@@ -24,7 +24,7 @@ impl FromRequest for Caller {
             let state = req
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(|| ApiError::internal(&"application state missing"))?;
-            let mut meta = request_meta(&req, state.trust_proxy_headers);
+            let mut meta = request_meta(&req, &state.proxies);
             let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
             state
                 .vault

@@ -6,6 +6,7 @@ pub mod health;
 pub mod identity;
 pub mod openapi;
 pub mod projects;
+pub mod proxy;
 pub mod secrets;
 pub mod sys;
 pub mod vault;
@@ -18,24 +19,25 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::current_request_id;
 use crate::vault::{Op, RequestMeta};
+pub use proxy::TrustedProxies;
 
 /// Shared state, built once and handed to every worker.
 pub struct AppState {
     pub vault: crate::vault::Vault,
     pub max_body_bytes: usize,
-    pub trust_proxy_headers: bool,
+    pub proxies: TrustedProxies,
 }
 
-/// Who is asking and from where, for the audit trail.
-pub fn request_meta(req: &HttpRequest, trust_proxy_headers: bool) -> RequestMeta {
-    let forwarded = trust_proxy_headers
-        .then(|| req.headers().get("x-forwarded-for"))
-        .flatten()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty());
-    let client_ip = forwarded.or_else(|| req.peer_addr().map(|a| a.ip().to_string()));
+/// Who is asking and from where, for the audit trail and the failure limiter.
+/// The address follows the proxy rule in [`proxy`].
+pub fn request_meta(req: &HttpRequest, proxies: &TrustedProxies) -> RequestMeta {
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok());
+    let client_ip = req
+        .peer_addr()
+        .map(|a| proxies.client(a.ip(), forwarded).to_string());
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)

@@ -304,7 +304,11 @@ services:
 
     #[test]
     fn roles_resolve_to_their_policies() {
-        let s = parse(GOOD, &[("TOKEN_web-api", "a-token-long-enough")]).expect("valid");
+        let s = parse(
+            GOOD,
+            &[("TOKEN_web-api", "a-token-long-enough-0123456789abcdef")],
+        )
+        .expect("valid");
         assert!(s
             .policies
             .is_allowed("web-api", Action::Read, "secret:app:db"));

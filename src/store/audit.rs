@@ -34,6 +34,9 @@ pub struct AuditRecord {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// On aggregated refused authentications: how many refused requests this record stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
 }
 
 fn collection(db: &Database) -> Collection<AuditRecord> {

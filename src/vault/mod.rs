@@ -24,7 +24,9 @@ use mongodb::Database;
 use zeroize::Zeroizing;
 
 use crate::auth::identity::ServiceRegistry;
-use crate::auth::limiter::FailureLimiter;
+use crate::auth::limiter::{
+    clip, FailureLimiter, LimitKey, Refusal, Refused, ACTOR_MAX_CHARS, FIELD_MAX_CHARS,
+};
 use crate::auth::policy::PolicyEngine;
 use crate::auth::Action;
 use crate::crypto::{record_aad, record_aad_v1, CryptoError, Keyring, AAD_FORMAT};
@@ -340,20 +342,29 @@ impl Vault {
     }
 
     /// Checks `X-Service` / `X-Token` and sets `meta.actor`. Every failure gets
-    /// the same 401 and an audit record with the claimed name; repeated failures
-    /// from one address get 429. A success is recorded by the operation that follows.
+    /// the same 401 and an audit record with the claimed name. Repeated failures
+    /// for one claimed service from one address get 429: the limiter's key is the
+    /// pair, so behind a shared ingress address one service's failures never lock
+    /// out another. A request without an address (NATS) is never locked out,
+    /// since anyone on the bus could lock an agent out; tokens must be strong
+    /// instead (`ServiceRegistry::from_env`). Refusals are audited once per
+    /// window with a count (`refuse_authentication`). A success is recorded by
+    /// the operation that follows.
     pub async fn authenticate(
         &self,
         meta: &mut RequestMeta,
         service: Option<&str>,
         token: Option<&str>,
     ) -> Result<(), ApiError> {
-        let client = meta.client_ip.clone().unwrap_or_default();
-        let claimed: Option<String> = service.map(|s| s.chars().take(128).collect());
-        if let Err(wait) = self.limiter.check(&client) {
+        let key = meta
+            .client_ip
+            .as_deref()
+            .map(|address| LimitKey::new(service, address));
+        let claimed: Option<String> = service.map(|s| clip(s, ACTOR_MAX_CHARS).to_string());
+        if let Some(Err(wait)) = key.as_ref().map(|k| self.limiter.check(k)) {
             meta.actor = claimed;
             let err = ApiError::too_many_failures(wait.as_secs().saturating_add(1));
-            return Err(self.refuse(Op::Authenticate, meta, err).await);
+            return Err(self.refuse_authentication(meta, err).await);
         }
         let verified = match (service, token) {
             (Some(s), Some(t)) => self.registry.verify(s, t).map(str::to_string),
@@ -365,10 +376,12 @@ impl Vault {
                 Ok(())
             }
             None => {
-                self.limiter.fail(&client);
+                if let Some(key) = &key {
+                    self.limiter.fail(key);
+                }
                 meta.actor = claimed;
                 Err(self
-                    .refuse(Op::Authenticate, meta, ApiError::unauthorized())
+                    .refuse_authentication(meta, ApiError::unauthorized())
                     .await)
             }
         }
@@ -399,6 +412,7 @@ impl Vault {
             .await
     }
 
+    /// Writes one audit record (see `audit_counted`).
     async fn audit(
         &self,
         meta: &RequestMeta,
@@ -406,34 +420,8 @@ impl Vault {
         outcome: Outcome,
         error_code: Option<ErrorCode>,
     ) -> Result<(), StoreError> {
-        if !self.limits.audit_enabled {
-            return Ok(());
-        }
-        let record = AuditRecord {
-            ts: DateTime::now(),
-            action: scope.op.as_str().to_string(),
-            outcome: outcome.as_str().to_string(),
-            channel: meta.channel.to_string(),
-            actor: meta.actor.clone(),
-            secret_id: scope.secret_id.clone(),
-            project: scope.project.clone(),
-            path: scope.path.clone(),
-            version: scope.version,
-            client_ip: meta.client_ip.clone(),
-            user_agent: meta.user_agent.clone(),
-            request_id: meta.request_id.clone(),
-            error_code: error_code.map(|c| c.as_str().to_string()),
-        };
-        let published = self
-            .audit_publisher
-            .get()
-            .map(|_| serde_json::to_vec(&record));
-        self.audit_sink.write(record).await?;
-        if let (Some(publish), Some(Ok(json))) = (self.audit_publisher.get(), published) {
-            // Best effort, after the record is stored: the bus is a copy, not the trail.
-            publish(json);
-        }
-        Ok(())
+        self.audit_counted(meta, scope, outcome, error_code, None)
+            .await
     }
 
     /// Decodes and size-checks a caller's value.
@@ -619,4 +607,110 @@ impl<'a> RecordRef<'a> {
 /// A stored time as the vault's callers see it.
 pub(crate) fn utc(t: DateTime) -> chrono::DateTime<chrono::Utc> {
     t.to_chrono()
+}
+
+impl Vault {
+    /// Writes one audit record; `count` when it stands for several refused
+    /// requests. Every string field is bounded here, in one place: the actor to
+    /// [`ACTOR_MAX_CHARS`], the others to [`FIELD_MAX_CHARS`] characters.
+    async fn audit_counted(
+        &self,
+        meta: &RequestMeta,
+        scope: &Scope,
+        outcome: Outcome,
+        error_code: Option<ErrorCode>,
+        count: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if !self.limits.audit_enabled {
+            return Ok(());
+        }
+        let bounded =
+            |v: &Option<String>, max: usize| v.as_deref().map(|s| clip(s, max).to_string());
+        let field = |v: &Option<String>| bounded(v, FIELD_MAX_CHARS);
+        let record = AuditRecord {
+            ts: DateTime::now(),
+            action: scope.op.as_str().to_string(),
+            outcome: outcome.as_str().to_string(),
+            channel: meta.channel.to_string(),
+            actor: bounded(&meta.actor, ACTOR_MAX_CHARS),
+            secret_id: field(&scope.secret_id),
+            project: field(&scope.project),
+            path: field(&scope.path),
+            version: scope.version,
+            client_ip: field(&meta.client_ip),
+            user_agent: field(&meta.user_agent),
+            request_id: field(&meta.request_id),
+            error_code: error_code.map(|c| c.as_str().to_string()),
+            count: count.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        };
+        let published = self
+            .audit_publisher
+            .get()
+            .map(|_| serde_json::to_vec(&record));
+        self.audit_sink.write(record).await?;
+        if let (Some(publish), Some(Ok(json))) = (self.audit_publisher.get(), published) {
+            // Best effort, after the record is stored: the bus is a copy, not the trail.
+            publish(json);
+        }
+        Ok(())
+    }
+
+    /// Audits a refused authentication (401 or 429) without letting a flood of
+    /// them fill the trail: per (claimed service, address or channel) the first
+    /// refusal of a window is written at once, later ones are only counted, and
+    /// the next record (or the periodic flush) carries the count.
+    async fn refuse_authentication(&self, meta: &RequestMeta, err: ApiError) -> ApiError {
+        if !self.limits.audit_enabled {
+            return err;
+        }
+        let origin = meta.client_ip.as_deref().unwrap_or(meta.channel);
+        let key = LimitKey::new(meta.actor.as_deref(), origin);
+        let sample = Refused {
+            actor: meta.actor.clone(),
+            client_ip: meta.client_ip.clone(),
+            user_agent: meta.user_agent.clone(),
+            request_id: meta.request_id.clone(),
+            channel: meta.channel,
+            code: err.code,
+        };
+        if let Refusal::Record(count) = self.limiter.refused(&key, sample) {
+            self.audit_refusal(meta, err.code, count).await;
+        }
+        self.start_refusal_flush();
+        err
+    }
+
+    async fn audit_refusal(&self, meta: &RequestMeta, code: ErrorCode, count: u64) {
+        let scope = Scope::new(Op::Authenticate);
+        let written = self
+            .audit_counted(meta, &scope, code.outcome(), Some(code), Some(count))
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "could not audit a refused authentication");
+        }
+    }
+
+    /// Once per process: writes the counted refusals of every window that ended.
+    fn start_refusal_flush(&self) {
+        if !self.limiter.claim_flusher() {
+            return;
+        }
+        let vault = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(vault.limiter.window());
+            loop {
+                tick.tick().await;
+                for (r, count) in vault.limiter.due_refusals() {
+                    let meta = RequestMeta {
+                        actor: r.actor,
+                        client_ip: r.client_ip,
+                        user_agent: r.user_agent,
+                        request_id: r.request_id,
+                        channel: r.channel,
+                    };
+                    vault.audit_refusal(&meta, r.code, count).await;
+                }
+            }
+        });
+    }
 }

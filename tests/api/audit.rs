@@ -106,23 +106,73 @@ async fn failures_are_audited_with_outcome_and_error_code() {
     );
 }
 
+/// Issue 10, finding 1: the client writes the left of `X-Forwarded-For`, so the
+/// audited address is the right-most hop that is not a trusted proxy, and only
+/// when the direct peer (127.0.0.1 here) is itself a trusted proxy.
 #[tokio::test]
-async fn forwarded_for_is_used_only_when_proxy_headers_are_trusted() {
-    for (trust, expected) in [("true", "203.0.113.9"), ("false", "127.0.0.1")] {
-        let app = spawn_app_with(&[("TRUST_PROXY_HEADERS", trust)]).await;
+async fn the_audited_address_is_the_right_most_untrusted_forwarded_hop() {
+    let proxies = "10.0.0.0/8,127.0.0.1/32";
+    // (settings, X-Forwarded-For sent, audited client_ip, why)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, &'a str);
+    let cases: [Case; 7] = [
+        (
+            &[("TRUST_PROXY_HEADERS", "false")],
+            "203.0.113.9",
+            "127.0.0.1",
+            "headers off: the peer",
+        ),
+        (
+            &[("TRUST_PROXY_HEADERS", "true")],
+            "203.0.113.9, 198.51.100.7",
+            "198.51.100.7",
+            "shorthand: the peer is the proxy, the hop it appended is the client (was 203.0.113.9)",
+        ),
+        (
+            &[("TRUSTED_PROXIES", proxies)],
+            "203.0.113.9, 198.51.100.7, 10.0.0.1",
+            "198.51.100.7",
+            "trusted hops are skipped, the forged left hop is ignored",
+        ),
+        (
+            &[("TRUSTED_PROXIES", proxies)],
+            "198.51.100.7, not-an-ip",
+            "127.0.0.1",
+            "an entry that is not an IP gives the peer",
+        ),
+        (
+            &[("TRUSTED_PROXIES", proxies)],
+            "10.0.0.2, 127.0.0.1",
+            "127.0.0.1",
+            "only trusted hops give the peer",
+        ),
+        (
+            &[("TRUSTED_PROXIES", "10.0.0.0/8")],
+            "203.0.113.9",
+            "127.0.0.1",
+            "an untrusted peer's header is ignored",
+        ),
+        (
+            &[("TRUSTED_PROXIES", proxies)],
+            "2001:db8::1",
+            "2001:db8::1",
+            "IPv6 clients",
+        ),
+    ];
+    for (settings, forwarded, expected, why) in cases {
+        let app = spawn_app_with(settings).await;
         let res = app
             .request(reqwest::Method::POST, "/vault/secret/create")
-            .header("x-forwarded-for", "203.0.113.9, 10.0.0.1")
+            .header("x-forwarded-for", forwarded)
             .json(&serde_json::json!({ "secret": b64(b"x") }))
             .send()
             .await
             .expect("sent");
-        assert_eq!(res.status().as_u16(), 200);
+        assert_eq!(res.status().as_u16(), 200, "{why}");
         let found = records(&app, doc! {}).await;
         assert_eq!(
             found[0].get_str("client_ip").expect("ip"),
             expected,
-            "trust={trust}"
+            "{why}"
         );
     }
 }
@@ -284,4 +334,90 @@ async fn expired_audit_records_are_really_removed() {
     assert!(
         left.get_datetime("ts").expect("ts").timestamp_millis() > two_days_ago.timestamp_millis()
     );
+}
+
+async fn refused_authentications(app: &crate::helpers::TestApp) -> Vec<Document> {
+    records(app, doc! { "action": "authenticate" }).await
+}
+
+fn count_of(record: &Document) -> i64 {
+    record
+        .get_i64("count")
+        .expect("a refused-authentication record has a count")
+}
+
+/// Issue 10, finding 4: every 401 and 429 used to write its own audit record
+/// (100 bad requests: 100 records). Now the first refusal of a window is
+/// written at once and the rest are counted into the next record or the flush
+/// at the end of the window; the counts add up to the refused requests.
+#[tokio::test]
+async fn a_hundred_refused_requests_write_few_records_whose_counts_add_up() {
+    // One failure refills per second: the aggregation window is 1 s.
+    let app = spawn_app_with(&[
+        ("AUTH_FAILURE_BURST", "3"),
+        ("AUTH_FAILURE_PER_MINUTE", "60"),
+    ])
+    .await;
+    let wrong = crate::helpers::Identity {
+        token: "wrong-token-444444".into(),
+        ..app.identity.clone()
+    };
+    for _ in 0..100 {
+        let req = app.request_as(Some(&wrong), reqwest::Method::POST, "/api/secrets/test");
+        let status = crate::helpers::TestApp::send(req).await.status;
+        assert!(status == 401 || status == 429, "refused: {status}");
+    }
+    let mut found = refused_authentications(&app).await;
+    for _ in 0..50 {
+        if found.iter().map(count_of).sum::<i64>() == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        found = refused_authentications(&app).await;
+    }
+    let total: i64 = found.iter().map(count_of).sum();
+    assert_eq!(total, 100, "the counts add up: {found:?}");
+    assert!(
+        found.len() <= 20,
+        "far fewer than 100 records: {}",
+        found.len()
+    );
+    assert_eq!(
+        count_of(&found[0]),
+        1,
+        "the first refusal is written at once"
+    );
+    for r in &found {
+        assert_eq!(r.get_str("actor").expect("actor"), "tester");
+        assert_eq!(r.get_str("client_ip").expect("ip"), "127.0.0.1");
+    }
+}
+
+/// Issue 10, finding 5: every audited string is bounded (actor 128 characters,
+/// the others 256), cut on a character boundary (unit-tested in `auth::limiter`). A 6 KB `X-Service` (refused)
+/// and a 6 KB `User-Agent` (refused and accepted) are stored cut.
+#[tokio::test]
+async fn huge_headers_are_stored_cut_to_their_bounds() {
+    let app = spawn_app().await;
+    let huge_service = "s".repeat(6_000);
+    let huge_agent = "u".repeat(6_000);
+    let intruder = crate::helpers::Identity {
+        service: huge_service.clone(),
+        token: "wrong-token-555555".into(),
+    };
+    for who in [&intruder, &app.identity] {
+        let req = app
+            .request_as(Some(who), reqwest::Method::GET, "/api/secrets")
+            .header("user-agent", &huge_agent);
+        crate::helpers::TestApp::send(req).await;
+    }
+    let refused = refused_authentications(&app).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let actor = refused[0].get_str("actor").expect("actor");
+    assert_eq!(actor, "s".repeat(128), "the claimed service, cut");
+    let listed = records(&app, doc! { "action": "list" }).await;
+    for r in [&refused[0], &listed[0]] {
+        let agent = r.get_str("user_agent").expect("ua");
+        assert_eq!(agent, "u".repeat(256), "the user agent, cut");
+    }
 }

@@ -167,13 +167,76 @@ async fn open_routes_need_no_identity_and_every_other_route_does() {
 async fn tokens_can_come_from_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("token");
-    std::fs::write(&file, "file-token-abcdef123\n").expect("write");
+    std::fs::write(&file, "file-token-0123456789abcdef-0123\n").expect("write");
     let file = file.to_str().expect("utf8");
     let app = spawn_app_with(&[("TOKEN_filer_FILE", file), ("ALLOW_filer", "files:")]).await;
     let filer = Identity {
         service: "filer".into(),
-        token: "file-token-abcdef123".into(),
+        token: "file-token-0123456789abcdef-0123".into(),
     };
     let res = TestApp::send(app.request_as(Some(&filer), Method::POST, "/api/secrets/test")).await;
     assert_eq!(res.status, 200, "{}", res.text);
+}
+
+/// Issue 10, finding 1: behind a proxy the client writes the left of
+/// `X-Forwarded-For`; a new left hop per request used to be a new limiter key
+/// (unlimited guesses). Now the hop the proxy appended (203.0.113.5) is the
+/// client, so the 4th and 5th bad guesses get 429.
+#[tokio::test]
+async fn a_new_forged_forwarded_hop_per_request_does_not_escape_the_limit() {
+    let app = spawn_app_with(&[
+        ("TRUST_PROXY_HEADERS", "true"),
+        ("AUTH_FAILURE_BURST", "3"),
+        ("AUTH_FAILURE_PER_MINUTE", "1"),
+    ])
+    .await;
+    let wrong = Identity {
+        token: "wrong-token-222222".into(),
+        ..app.identity.clone()
+    };
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let req = app
+            .request_as(Some(&wrong), Method::POST, "/api/secrets/test")
+            .header("x-forwarded-for", format!("198.51.100.{i}, 203.0.113.5"));
+        statuses.push(TestApp::send(req).await.status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+}
+
+/// Issue 10, finding 2: behind an ingress every client shares one address, so
+/// the limit is per (claimed service, address). Service `tester`'s bad tokens
+/// exhaust its own bucket (429, even with its right token); service `other`
+/// from the same address still authenticates (was 429), and a request claiming
+/// no service gets 401 from a bucket of its own (was 429).
+#[tokio::test]
+async fn one_services_failures_from_a_shared_address_do_not_lock_out_another() {
+    let other = Identity::new("other");
+    let app = spawn_app_with(&[
+        ("TOKEN_other", &other.token),
+        ("ALLOW_other", "*"),
+        ("AUTH_FAILURE_BURST", "3"),
+        ("AUTH_FAILURE_PER_MINUTE", "1"),
+    ])
+    .await;
+    let wrong = Identity {
+        token: "wrong-token-333333".into(),
+        ..app.identity.clone()
+    };
+    let test = |who: Option<&Identity>| {
+        TestApp::send(app.request_as(who, Method::POST, "/api/secrets/test"))
+    };
+    for i in 0..3 {
+        assert_eq!(test(Some(&wrong)).await.status, 401, "attempt {i}");
+    }
+    test(Some(&app.identity))
+        .await
+        .assert_error(429, "too_many_auth_failures");
+    let res = test(Some(&other)).await;
+    assert_eq!(
+        res.status, 200,
+        "another service is not locked out: {}",
+        res.text
+    );
+    test(None).await.assert_error(401, "unauthorized");
 }

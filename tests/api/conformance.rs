@@ -833,6 +833,16 @@ fn check_record(
     channel: &str,
     answer: &Answer,
 ) -> Result<AuditSummary, Vec<String>> {
+    // Refused authentications are audited once per window per (service,
+    // address or channel), with a `count` (issue 10): a repeat in the window is
+    // counted, not written. The first refusal of each key is checked in full.
+    if records.is_empty() && answer.code == "unauthorized" {
+        return Ok(AuditSummary {
+            action: "authenticate".into(),
+            outcome: "denied".into(),
+            error_code: Some(answer.code.clone()),
+        });
+    }
     let [record] = records else {
         let found: Vec<String> = records
             .iter()

@@ -12,6 +12,7 @@ mod errors;
 mod health;
 mod helpers;
 mod keys;
+mod limits;
 mod named;
 mod nats;
 mod openapi;
