@@ -365,6 +365,8 @@ pub struct AuditEntry {
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
     pub error_code: Option<String>,
+    /// How many refused requests this record stands for (refusals are aggregated).
+    pub count: Option<i64>,
 }
 
 impl From<VaultAuditEntry> for AuditEntry {
@@ -383,6 +385,7 @@ impl From<VaultAuditEntry> for AuditEntry {
             user_agent: r.user_agent,
             request_id: r.request_id,
             error_code: r.error_code,
+            count: r.count,
         }
     }
 }

@@ -7,6 +7,8 @@
 /// How an audit record describes a failed (or successful) operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Written before a change is applied; settled by its outcome afterwards.
+    Pending,
     Success,
     Invalid,
     Denied,
@@ -18,6 +20,7 @@ pub enum Outcome {
 impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
+            Outcome::Pending => "pending",
             Outcome::Success => "success",
             Outcome::Invalid => "invalid",
             Outcome::Denied => "denied",
@@ -221,7 +224,10 @@ mod tests {
             assert!((400..600).contains(&code.http_status()), "{name}");
             assert!(!code.doc().is_empty(), "{name}");
             let outcome = code.outcome();
-            assert_ne!(outcome, Outcome::Success, "{name}");
+            assert!(
+                !matches!(outcome, Outcome::Success | Outcome::Pending),
+                "{name}"
+            );
             if code.http_status() >= 500 {
                 assert_eq!(outcome, Outcome::Error, "{name}");
             }

@@ -12,6 +12,10 @@ pub const TTL_INDEX: &str = "ts_ttl";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditRecord {
+    /// Set only on a record written as `pending` before a change, so the
+    /// change's outcome can settle that same record.
+    #[serde(rename = "_id", default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub ts: DateTime,
     pub action: String,
     pub outcome: String,
@@ -46,6 +50,38 @@ fn collection(db: &Database) -> Collection<AuditRecord> {
 pub async fn insert(db: &Database, record: &AuditRecord) -> Result<(), StoreError> {
     collection(db).insert_one(record).await?;
     Ok(())
+}
+
+/// Settles a `pending` record with the operation's outcome and what it touched.
+pub async fn settle(db: &Database, record: &AuditRecord) -> Result<(), StoreError> {
+    let Some(id) = &record.id else {
+        return Err(StoreError::Other("a pending audit record has no id".into()));
+    };
+    let mut set = doc! { "outcome": &record.outcome, "settled_at": DateTime::now() };
+    for (field, value) in [
+        ("error_code", &record.error_code),
+        ("secret_id", &record.secret_id),
+        ("project", &record.project),
+        ("path", &record.path),
+    ] {
+        if let Some(v) = value {
+            set.insert(field, v);
+        }
+    }
+    if let Some(v) = record.version {
+        set.insert("version", v);
+    }
+    let r = collection(db)
+        .update_one(
+            doc! { "_id": id, "outcome": "pending" },
+            doc! { "$set": set },
+        )
+        .await?;
+    if r.matched_count == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Other("the pending audit record is gone".into()))
+    }
 }
 
 /// Keeps the `ts` index in line with `AUDIT_TTL_DAYS`: a TTL index when > 0,

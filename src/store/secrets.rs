@@ -182,6 +182,17 @@ pub async fn remove(db: &Database, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Marks a document whose create could be neither audited nor undone.
+pub async fn mark_unaudited(db: &Database, id: &str) -> Result<(), StoreError> {
+    collection::<Document>(db)
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "unaudited": true, "unaudited_at": DateTime::now() } },
+        )
+        .await?;
+    Ok(())
+}
+
 /// A live secret with one version: the newest (`None`, projected alone) or a
 /// given one. `versions` is empty when that version is no longer kept.
 pub async fn find_live(

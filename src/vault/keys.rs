@@ -46,8 +46,9 @@ impl Vault {
     }
 
     pub async fn rotate_key(&self, meta: &RequestMeta) -> Result<String, ApiError> {
-        self.run(Op::KeyRotate, meta, async |_| {
+        self.run(Op::KeyRotate, meta, async |scope| {
             self.require_sys(meta)?;
+            self.pending(meta, scope).await?;
             self.keyring
                 .rotate()
                 .await
@@ -95,7 +96,7 @@ impl Vault {
     /// and never one retired less than [`Vault::destroy_grace`] ago (another
     /// replica may still be sealing with it from its cached keyring).
     pub async fn destroy_key(&self, meta: &RequestMeta, key_id: &str) -> Result<(), ApiError> {
-        self.run(Op::KeyDestroy, meta, async |_| {
+        self.run(Op::KeyDestroy, meta, async |scope| {
             self.require_sys(meta)?;
             self.keyring
                 .reload()
@@ -140,6 +141,7 @@ impl Vault {
             if secrets::any_sealed_with(self.db(), key_id).await? {
                 return Err(in_use());
             }
+            self.pending(meta, scope).await?;
             key_store::remove(self.db(), key_id).await?;
             // Check again: a write that sealed under it meanwhile keeps it alive.
             if secrets::any_sealed_with(self.db(), key_id).await? {

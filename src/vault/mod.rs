@@ -119,6 +119,8 @@ pub struct Scope {
     path: Option<String>,
     version: Option<i64>,
     undo: Option<Undo>,
+    /// The id of the `pending` record written before a change (see `Vault::pending`).
+    pending: Option<String>,
 }
 
 impl Scope {
@@ -130,6 +132,7 @@ impl Scope {
             path: None,
             version: None,
             undo: None,
+            pending: None,
         }
     }
 
@@ -327,11 +330,44 @@ impl Vault {
     async fn undo(&self, undo: Undo) {
         match undo {
             Undo::RemoveSecret(id) => {
-                if let Err(e) = secret_store::remove(self.db(), &id).await {
-                    tracing::error!(secret_id = %id, error = %e, "could not undo an unaudited create");
-                }
+                let Err(e) = secret_store::remove(self.db(), &id).await else {
+                    return;
+                };
+                // The create stands without its audit record: raise the alarm,
+                // and mark the document so an operator (and any audit review) finds it.
+                let marked = secret_store::mark_unaudited(self.db(), &id).await;
+                tracing::error!(
+                    alarm = "unaudited_create",
+                    secret_id = %id,
+                    error = %e,
+                    marked = marked.is_ok(),
+                    "ALARM: a create could not be audited nor undone; the document is marked `unaudited`"
+                );
             }
         }
+    }
+
+    /// Writes the operation's record as `pending` before it changes something
+    /// that cannot be undone (a new version, a delete, a restore, a key change),
+    /// so no change is ever applied without a record: if this write fails the
+    /// change is not made; if the final outcome cannot be written afterwards,
+    /// the record stays `pending` (the change may have been applied) and the
+    /// caller is told to retry. The wrapper settles this same record, so an
+    /// operation still has exactly one record.
+    pub(super) async fn pending(
+        &self,
+        meta: &RequestMeta,
+        scope: &mut Scope,
+    ) -> Result<(), ApiError> {
+        if !self.limits.audit_enabled || scope.pending.is_some() {
+            return Ok(());
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut record = self.audit_record(meta, scope, Outcome::Pending, None, None);
+        record.id = Some(id.clone());
+        self.store_audit(record).await?;
+        scope.pending = Some(id);
+        Ok(())
     }
 
     async fn audit_failure(&self, meta: &RequestMeta, scope: &Scope, err: &ApiError) {
@@ -624,10 +660,30 @@ impl Vault {
         if !self.limits.audit_enabled {
             return Ok(());
         }
+        let mut record = self.audit_record(meta, scope, outcome, error_code, count);
+        if let Some(id) = &scope.pending {
+            record.id = Some(id.clone());
+            crate::store::audit::settle(self.db(), &record).await?;
+            self.publish_audit(&record);
+            return Ok(());
+        }
+        self.store_audit(record).await
+    }
+
+    /// One audit record, every string field cut to its bound.
+    fn audit_record(
+        &self,
+        meta: &RequestMeta,
+        scope: &Scope,
+        outcome: Outcome,
+        error_code: Option<ErrorCode>,
+        count: Option<u64>,
+    ) -> AuditRecord {
         let bounded =
             |v: &Option<String>, max: usize| v.as_deref().map(|s| clip(s, max).to_string());
         let field = |v: &Option<String>| bounded(v, FIELD_MAX_CHARS);
-        let record = AuditRecord {
+        AuditRecord {
+            id: None,
             ts: DateTime::now(),
             action: scope.op.as_str().to_string(),
             outcome: outcome.as_str().to_string(),
@@ -642,7 +698,11 @@ impl Vault {
             request_id: field(&meta.request_id),
             error_code: error_code.map(|c| c.as_str().to_string()),
             count: count.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-        };
+        }
+    }
+
+    /// Stores a record (group-committed), then publishes a copy.
+    async fn store_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
         let published = self
             .audit_publisher
             .get()
@@ -653,6 +713,13 @@ impl Vault {
             publish(json);
         }
         Ok(())
+    }
+
+    fn publish_audit(&self, record: &AuditRecord) {
+        if let (Some(publish), Ok(json)) = (self.audit_publisher.get(), serde_json::to_vec(record))
+        {
+            publish(json);
+        }
     }
 
     /// Audits a refused authentication (401 or 429) without letting a flood of

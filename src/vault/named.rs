@@ -395,6 +395,7 @@ impl Vault {
             scope.version(Some(next));
             let version =
                 self.seal_version(RecordRef::of(&current), next, plaintext, meta.actor())?;
+            self.pending(meta, scope).await?;
             let max_versions = self.limits().max_versions;
             if secrets::append_version(self.db(), &current.id, base, &version, max_versions).await?
             {
@@ -440,6 +441,7 @@ impl Vault {
             let purge_at = BsonDateTime::from_millis(
                 BsonDateTime::now().timestamp_millis() + days * 86_400_000,
             );
+            self.pending(meta, scope).await?;
             let id = secrets::soft_delete(self.db(), key.project(), key.path(), purge_at)
                 .await?
                 .ok_or_else(not_found)?;
@@ -453,6 +455,7 @@ impl Vault {
         self.run(Op::Restore, meta, async |scope| {
             scope.key(key);
             self.require_on(meta, Action::Delete, key)?;
+            self.pending(meta, scope).await?;
             let id = secrets::restore(self.db(), key.project(), key.path())
                 .await?
                 .ok_or_else(|| {

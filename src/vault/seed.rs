@@ -45,9 +45,15 @@ impl Vault {
             scope.project(Some(&found.project));
             scope.path(Some(&found.path));
             scope.version(Some(found.current_version));
+            // The caller named only a UUID: a refusal must not tell it where
+            // that secret lives.
             let resource = secret_resource(&found.project, &found.path);
-            let shown = format!("{}:{}", found.project, found.path);
-            self.require(meta, Action::Read, &resource, &shown)?;
+            if !self.may(meta, Action::Read, &resource) {
+                return Err(ApiError::denied(format!(
+                    "Service '{}' does not have access to this secret",
+                    meta.actor()
+                )));
+            }
             let Some(version) = found.versions.last() else {
                 return Err(ApiError::internal(&format_args!(
                     "secret {id} has no versions"

@@ -421,3 +421,126 @@ async fn huge_headers_are_stored_cut_to_their_bounds() {
         assert_eq!(agent, "u".repeat(256), "the user agent, cut");
     }
 }
+
+/// Update, delete and restore cannot be undone, so their record is written as
+/// `pending` first: when it cannot be written the change is not made.
+#[tokio::test]
+async fn changes_that_cannot_be_undone_are_not_made_without_their_audit_record() {
+    use mongodb::options::IndexOptions;
+    use mongodb::IndexModel;
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let send = |method: Method, path: &str, body: Option<serde_json::Value>| {
+        let mut req = app.request(method, path);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        crate::helpers::TestApp::send(req)
+    };
+    let created = send(
+        Method::POST,
+        "/api/secrets",
+        Some(serde_json::json!({ "project": "p", "path": "k", "value": "v1" })),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let normal = send(
+        Method::PATCH,
+        "/api/secrets/p/k",
+        Some(serde_json::json!({ "value": "v2" })),
+    )
+    .await;
+    assert_eq!(normal.status, 200, "{}", normal.text);
+    // The update has exactly one record, settled from pending to success.
+    let updates: Vec<mongodb::bson::Document> = {
+        use futures_util::TryStreamExt as _;
+        app.audit_logs()
+            .find(doc! { "action": "update" })
+            .await
+            .expect("find")
+            .try_collect()
+            .await
+            .expect("collect")
+    };
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert_eq!(updates[0].get_str("outcome").expect("outcome"), "success");
+    assert_eq!(updates[0].get_i64("version").expect("version"), 2);
+
+    // Break the trail for pending updates and deletes only (reads still audit):
+    // a unique index and a record already holding the key they would need.
+    let unique = IndexModel::builder()
+        .keys(doc! { "action": 1, "outcome": 1 })
+        .options(
+            IndexOptions::builder()
+                .unique(true)
+                .partial_filter_expression(
+                    doc! { "action": { "$in": ["update", "delete", "restore"] } },
+                )
+                .build(),
+        )
+        .build();
+    app.audit_logs()
+        .create_index(unique)
+        .await
+        .expect("sabotage index");
+    app.audit_logs()
+        .insert_one(doc! { "action": "update", "outcome": "pending" })
+        .await
+        .expect("block pending updates");
+    app.audit_logs()
+        .insert_one(doc! { "action": "delete", "outcome": "pending" })
+        .await
+        .expect("block pending deletes");
+
+    let update = send(
+        Method::PATCH,
+        "/api/secrets/p/k",
+        Some(serde_json::json!({ "value": "v3-unaudited" })),
+    )
+    .await;
+    update.assert_error(500, "internal_error");
+    let delete = send(Method::DELETE, "/api/secrets/p/k", None).await;
+    delete.assert_error(500, "internal_error");
+
+    let read = app.get("/api/secrets/p/k").await;
+    assert_eq!(read.status, 200, "not deleted: {}", read.text);
+    assert_eq!(
+        (read.json()["value"].clone(), read.json()["version"].clone()),
+        (serde_json::json!("v2"), serde_json::json!(2)),
+        "no unaudited version"
+    );
+}
+
+/// A UUID-addressed fetch that is refused does not say where the secret lives.
+#[tokio::test]
+async fn a_refused_fetch_does_not_name_the_project_or_path() {
+    let outsider = crate::helpers::Identity::new("outsider");
+    let app = spawn_app_with(&[
+        (
+            &format!("TOKEN_{}", outsider.service),
+            outsider.token.as_str(),
+        ),
+        ("ALLOW_outsider", "elsewhere:"),
+    ])
+    .await;
+    let created =
+        crate::helpers::TestApp::send(app.request(reqwest::Method::POST, "/api/secrets").json(
+            &serde_json::json!({ "project": "payroll", "path": "prod/db-root", "value": "v" }),
+        ))
+        .await;
+    let id = created.json()["id"].as_str().expect("id").to_string();
+    let res = crate::helpers::TestApp::send(
+        app.request_as(
+            Some(&outsider),
+            reqwest::Method::POST,
+            "/vault/secret/fetch",
+        )
+        .json(&serde_json::json!({ "secret_id": id })),
+    )
+    .await;
+    let message = res.assert_error(403, "forbidden");
+    for hidden in ["payroll", "prod", "db-root"] {
+        assert!(!res.text.contains(hidden), "{hidden} in {}", res.text);
+    }
+    assert!(message.contains("outsider"), "{message}");
+}
