@@ -45,6 +45,9 @@ pub struct Conn {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// PEM file of the CA (or self-signed certificate) to trust for an `https://` URL.
+    #[arg(long, env = "VAULT_CACERT", global = true)]
+    pub cacert: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,10 +150,29 @@ impl Client {
             .ok()
             .filter(|u| !u.cannot_be_a_base())
             .ok_or_else(|| Failure::Usage(format!("`--url {}` is not a service URL", conn.url)))?;
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| Failure::Usage(e.to_string()))?;
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        if let Some(path) = &conn.cacert {
+            let pem = std::fs::read(path).map_err(|e| {
+                Failure::Usage(format!(
+                    "cannot read the CA file {}: {}",
+                    path.display(),
+                    e.kind()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+                Failure::Usage(format!("{} holds no PEM certificate", path.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(Failure::Usage(format!(
+                    "{} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| Failure::Usage(e.to_string()))?;
         Ok(Self {
             http,
             base,
@@ -623,7 +645,10 @@ pub async fn run(client: &Client, secrets: &[EnvSecret], command: &[String]) -> 
         env.push((&secret.name, client.value_of(&secret.key).await?));
     }
     let mut cmd = std::process::Command::new(program);
-    cmd.args(args);
+    // The child gets the secrets it asked for, not the credentials that fetched them.
+    cmd.args(args)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_TOKEN_FILE");
     for (name, value) in &env {
         use std::os::unix::ffi::OsStrExt as _;
         cmd.env(name, std::ffi::OsStr::from_bytes(value));
@@ -648,6 +673,7 @@ mod tests {
             token: None,
             token_file: None,
             json: false,
+            cacert: None,
         };
         Client::new(&conn).unwrap_or_else(|_| panic!("{url} is a service URL"))
     }
@@ -687,6 +713,7 @@ mod tests {
                 token: None,
                 token_file: None,
                 json: false,
+                cacert: None,
             };
             assert!(
                 matches!(Client::new(&conn), Err(Failure::Usage(_))),

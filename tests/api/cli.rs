@@ -257,7 +257,7 @@ async fn run_puts_secrets_in_the_child_environment_without_printing_them() {
     let o = cli(
         &app,
         &me,
-        &["run", "--secret", "DB_PASS=ci/db", "--secret", "API_KEY=ci/api", "--", "sh", "-c", "test \"$DB_PASS\" = s3cr3t-db && test \"$API_KEY\" = s3cr3t-api && echo env-ok; exit 7"],
+        &["run", "--secret", "DB_PASS=ci/db", "--secret", "API_KEY=ci/api", "--", "sh", "-c", "test \"$DB_PASS\" = s3cr3t-db && test \"$API_KEY\" = s3cr3t-api && test -z \"${VAULT_TOKEN+set}\" && test -z \"${VAULT_TOKEN_FILE+set}\" && echo env-ok; exit 7"],
         None,
     )
     .await;
