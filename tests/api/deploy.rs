@@ -122,3 +122,41 @@ fn bench_passes_no_token_or_database_uri_on_a_command_line() {
         "the token reaches `secret-manager bench` through its environment"
     );
 }
+
+#[test]
+fn the_stack_runs_a_keyfile_replica_set_and_the_service_as_a_least_privilege_user() {
+    let text = std::fs::read_to_string("stack.yml").expect("stack.yml");
+    let stack: serde_json::Value = serde_norway::from_str(&text).expect("YAML");
+    let services = &stack["services"];
+    for member in ["mongo1", "mongo2", "mongo3"] {
+        let command = services[member]["command"].to_string();
+        assert!(
+            command.contains("\"--replSet\",\"rs0\"") && command.contains("\"--keyFile\""),
+            "{member}: {command}"
+        );
+    }
+    let init = services["mongo-init"]["command"].to_string();
+    assert!(init.contains("mongo-init.js"), "{init}");
+    let script = std::fs::read_to_string("deploy/mongo-init.js").expect("mongo-init.js");
+    assert!(script.contains("replSetGetStatus") && script.contains("NotYetInitialized"));
+    assert!(
+        script.contains("[{ role: 'readWrite', db: APP_DB }]"),
+        "readWrite only"
+    );
+    assert!(
+        !script.contains("role: 'root'"),
+        "the service is never root"
+    );
+    let env = &services["secret-manager"]["environment"];
+    assert_eq!(env["MONGO_URI_FILE"], "/run/secrets/vault_mongo_uri");
+    assert_eq!(env["MONGO_WRITE_CONCERN"], "majority");
+    assert_eq!(env["DOCS_ENABLED"], "false");
+    let config = &services["secret-manager"]["configs"][0];
+    assert_eq!(
+        config["target"], env["CONFIG_FILE"],
+        "config.yaml is mounted where CONFIG_FILE points"
+    );
+    assert!(services["secret-manager"]["secrets"]
+        .to_string()
+        .contains("vault_token_deployer"));
+}
