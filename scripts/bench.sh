@@ -27,10 +27,13 @@ trap 'scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$CLUSTER_DIR"' EX
 run() { # target mode concurrency -> JSON line
   local target=$1 mode=$2 c=$3
   if [ "$target" = ceiling ]; then
-    "$BIN" bench-db --mongo-uri "$MONGO_URI" --mongo-db "bench_ceiling_$$" --mode "$mode" \
+    # MONGO_URI (it may hold a password) reaches bench-db through the environment.
+    "$BIN" bench-db --mongo-db "bench_ceiling_$$" --mode "$mode" \
       --concurrency "$c" --duration "$DURATION" --json
   else
-    "$BIN" bench --url "$target" --service bench --token "$TOKEN_bench" --mode "$mode" \
+    # The token goes through the environment of this one command, never on a
+    # command line (any user can read those with `ps`).
+    VAULT_TOKEN="$TOKEN_bench" "$BIN" bench --url "$target" --service bench --mode "$mode" \
       --concurrency "$c" --duration "$DURATION" --json
   fi
 }

@@ -18,7 +18,7 @@ use crate::auth::AuthSettings;
 use crate::crypto::MasterKey;
 use crate::nats::NatsSettings;
 use crate::settings;
-use crate::store::StoreSettings;
+use crate::store::{StoreSettings, WriteAcknowledgement};
 pub use crate::telemetry::LogFormat;
 
 /// Raw environment, every field optional text. Secret settings are not here:
@@ -56,6 +56,10 @@ struct RawEnv {
     nats_queue_group: Option<String>,
     nats_audit_subject: Option<String>,
     nats_max_in_flight: Option<String>,
+    tls_cert_file: Option<String>,
+    tls_key_file: Option<String>,
+    docs_enabled: Option<String>,
+    mongo_write_concern: Option<String>,
 }
 
 /// The validated configuration of one service instance.
@@ -83,6 +87,24 @@ pub struct Config {
     pub auth_failure_burst: u32,
     pub auth_failure_per_minute: u32,
     pub nats: Option<NatsSettings>,
+    pub http: HttpSettings,
+}
+
+/// How the HTTP side serves: TLS or plain, API documentation on or off.
+#[derive(Debug, Clone, Default)]
+pub struct HttpSettings {
+    /// HTTPS on the same port when set; plain HTTP otherwise.
+    pub tls: Option<TlsFiles>,
+    /// Serve `/docs/` (Swagger UI) and `/openapi.json`.
+    pub docs_enabled: bool,
+}
+
+/// `TLS_CERT_FILE` and `TLS_KEY_FILE`: PEM files read at start-up.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl std::fmt::Debug for Config {
@@ -147,6 +169,12 @@ impl Config {
         );
         let max_payload = max_secret_bytes.map_or(0, body_limit);
         let nats = nats_settings(&raw, env, nats_acl, max_payload, &mut errors);
+        let http = http_settings(&mut raw, &mut errors);
+        let write_concern = collect(
+            &mut errors,
+            WriteAcknowledgement::parse(raw.mongo_write_concern.as_deref()),
+        )
+        .unwrap_or_default();
         let mut p = Parser {
             errors: &mut errors,
         };
@@ -316,6 +344,7 @@ impl Config {
                     db: mongo_db,
                     timeout: Duration::from_millis(timeout_ms),
                     max_pool_size: pool,
+                    write_concern,
                 },
                 master_key,
                 max_secret_bytes,
@@ -324,6 +353,7 @@ impl Config {
                 trust_proxy_headers,
                 log_format,
                 shutdown_timeout_secs,
+                http,
             }),
             _ => Err(ConfigError(errors)),
         }
@@ -472,6 +502,37 @@ fn nats_settings(
         acl,
         max_payload,
     })
+}
+
+/// `TLS_CERT_FILE` + `TLS_KEY_FILE` (both or neither) and `DOCS_ENABLED`.
+fn http_settings(raw: &mut RawEnv, errors: &mut Vec<String>) -> HttpSettings {
+    let path = |v: Option<String>| {
+        v.map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    let tls = match (
+        path(raw.tls_cert_file.take()),
+        path(raw.tls_key_file.take()),
+    ) {
+        (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+            cert_file,
+            key_file,
+        }),
+        (None, None) => None,
+        _ => {
+            errors.push(
+                "set both `TLS_CERT_FILE` and `TLS_KEY_FILE` to serve HTTPS, or neither".into(),
+            );
+            None
+        }
+    };
+    let docs_enabled = collect(
+        errors,
+        settings::boolean("DOCS_ENABLED", raw.docs_enabled.as_deref(), true),
+    )
+    .unwrap_or(true);
+    HttpSettings { tls, docs_enabled }
 }
 
 fn valid_db_name(name: &str) -> bool {
@@ -698,6 +759,63 @@ mod tests {
         let err = tls("nats://h:4222", "maybe").expect_err("not a boolean");
         assert!(
             err.contains("`NATS_TLS` must be `true` or `false` (got `maybe`)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mongo_write_concern_defaults_to_majority_and_refuses_other_values_naming_it() {
+        let concern = |value: &str| {
+            with(&[("MASTER_KEY", KEY_B64), ("MONGO_WRITE_CONCERN", value)])
+                .map(|c| c.store.write_concern)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(concern(""), Ok(WriteAcknowledgement::Majority));
+        assert_eq!(concern("Majority"), Ok(WriteAcknowledgement::Majority));
+        assert_eq!(concern("2"), Ok(WriteAcknowledgement::Nodes(2)));
+        let wc = WriteAcknowledgement::Majority.write_concern();
+        assert_eq!(wc.journal, Some(true), "journaled");
+        assert_eq!(wc.w, Some(mongodb::options::Acknowledgment::Majority));
+        for bad in ["0", "-1", "all", "1.5", "51"] {
+            let err = concern(bad).expect_err(bad);
+            assert!(
+                err.contains("`MONGO_WRITE_CONCERN` must be `majority` or a number of members")
+                    && err.contains(&format!("(got `{bad}`)")),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_docs_can_be_switched_off() {
+        let plain = with(&[("MASTER_KEY", KEY_B64)]).expect("valid");
+        assert!(plain.http.tls.is_none());
+        assert!(plain.http.docs_enabled, "docs on by default");
+        let tls = with(&[
+            ("MASTER_KEY", KEY_B64),
+            ("TLS_CERT_FILE", "/run/secrets/cert.pem"),
+            ("TLS_KEY_FILE", "/run/secrets/key.pem"),
+            ("DOCS_ENABLED", "false"),
+        ])
+        .expect("valid");
+        let files = tls.http.tls.expect("TLS on");
+        assert_eq!(files.cert_file, PathBuf::from("/run/secrets/cert.pem"));
+        assert_eq!(files.key_file, PathBuf::from("/run/secrets/key.pem"));
+        assert!(!tls.http.docs_enabled);
+        for one in ["TLS_CERT_FILE", "TLS_KEY_FILE"] {
+            let err = with(&[("MASTER_KEY", KEY_B64), (one, "/run/secrets/x.pem")])
+                .expect_err(one)
+                .to_string();
+            assert!(
+                err.contains("set both `TLS_CERT_FILE` and `TLS_KEY_FILE`"),
+                "{one}: {err}"
+            );
+        }
+        let err = with(&[("MASTER_KEY", KEY_B64), ("DOCS_ENABLED", "maybe")])
+            .expect_err("not a boolean")
+            .to_string();
+        assert!(
+            err.contains("`DOCS_ENABLED` must be `true` or `false` (got `maybe`)"),
             "{err}"
         );
     }

@@ -1,6 +1,9 @@
-//! Builds the HTTP server: connects to MongoDB, prepares indexes, binds its own listener.
+//! Builds the HTTP server: connects to MongoDB, prepares indexes, binds its own
+//! listener, and serves HTTPS on it when `TLS_CERT_FILE` / `TLS_KEY_FILE` are set.
 
 use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -11,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::{self, AppState};
 use crate::auth::limiter::FailureLimiter;
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::crypto::Keyring;
 use crate::store;
 use crate::telemetry;
@@ -30,6 +33,9 @@ pub enum StartupError {
     Nats(String),
     #[error("cannot load the keyring: {0}")]
     Keyring(#[from] crate::crypto::KeyringError),
+    /// A TLS file problem; names the variable and path, never the file's content.
+    #[error("cannot serve HTTPS: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -39,6 +45,8 @@ pub enum StartupError {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        // First: a bad certificate should not wait for the database.
+        let tls = config.http.tls.as_ref().map(load_tls).transpose()?;
         let db = store::connect(&config.store).await?;
         store::ensure_indexes(&db, config.audit_ttl_days).await?;
         let keyring = Keyring::open(
@@ -85,8 +93,9 @@ impl Application {
                 .await
                 .map_err(StartupError::Nats)?;
         }
-        let server = run(listener, state, &config)?;
-        tracing::info!(port, key_id = %config.master_key.key_id(), "secret-manager listening");
+        let https = tls.is_some();
+        let server = run(listener, state, tls, &config)?;
+        tracing::info!(port, https, key_id = %config.master_key.key_id(), "secret-manager listening");
         Ok(Self { port, server })
     }
 
@@ -103,8 +112,10 @@ impl Application {
 fn run(
     listener: TcpListener,
     state: web::Data<AppState>,
+    tls: Option<rustls::ServerConfig>,
     config: &Config,
 ) -> Result<Server, StartupError> {
+    let docs_enabled = config.http.docs_enabled;
     let mut server = HttpServer::new(move || {
         let (app, spec) = App::new()
             .into_utoipa_app()
@@ -119,8 +130,13 @@ fn run(
             .configure(api::audit::configure)
             .configure(api::sys::configure)
             .split_for_parts();
-        app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
-            .default_service(web::to(api::not_found))
+        // Without the docs, `/docs/` and `/openapi.json` fall through to the JSON 404.
+        let app = if docs_enabled {
+            app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
+        } else {
+            app
+        };
+        app.default_service(web::to(api::not_found))
             .wrap(from_fn(telemetry::request_context))
     })
     .shutdown_timeout(config.shutdown_timeout_secs);
@@ -131,9 +147,60 @@ fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let server = server
-        .listen(listener)
-        .map_err(|source| StartupError::Bind { addr, source })?
-        .run();
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls),
+        None => server.listen(listener),
+    }
+    .map_err(|source| StartupError::Bind { addr, source })?
+    .run();
     Ok(server)
+}
+
+/// Reads the PEM certificate chain and private key. Errors name the variable and
+/// the path, never what the file holds.
+fn load_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, StartupError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error("TLS_CERT_FILE", &files.cert_file, "certificate", &e))?;
+    if certs.is_empty() {
+        return Err(pem_error(
+            "TLS_CERT_FILE",
+            &files.cert_file,
+            "certificate",
+            &rustls::pki_types::pem::Error::NoItemsFound,
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key_file)
+        .map_err(|e| pem_error("TLS_KEY_FILE", &files.key_file, "private key", &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartupError::Tls(format!("no TLS protocol version available: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            StartupError::Tls(format!(
+                "the key in `TLS_KEY_FILE` ({}) does not fit the certificate in `TLS_CERT_FILE` ({}): {e}",
+                files.key_file.display(),
+                files.cert_file.display()
+            ))
+        })
+}
+
+fn pem_error(
+    variable: &str,
+    path: &Path,
+    what: &str,
+    e: &rustls::pki_types::pem::Error,
+) -> StartupError {
+    use rustls::pki_types::pem::Error;
+    let why = match e {
+        Error::Io(io) => format!("could not be read: {}", io.kind()),
+        Error::NoItemsFound => format!("holds no PEM {what}"),
+        // Other variants can quote a line of the file: say only that it is not PEM.
+        _ => format!("is not a valid PEM {what}"),
+    };
+    StartupError::Tls(format!("`{variable}` ({}) {why}", path.display()))
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mongodb::bson::doc;
 use mongodb::error::ErrorKind;
-use mongodb::options::ClientOptions;
+use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
 use mongodb::{Client, Database};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -24,6 +24,43 @@ pub struct StoreSettings {
     /// Server-selection and connect timeout.
     pub timeout: Duration,
     pub max_pool_size: u32,
+    /// How many replica-set members must acknowledge a write (always journaled).
+    pub write_concern: WriteAcknowledgement,
+}
+
+/// `MONGO_WRITE_CONCERN`: `majority` (the default) or a number of members from 1.
+/// Unacknowledged writes (`0`) are refused: a write is acknowledged to the
+/// client only after MongoDB acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteAcknowledgement {
+    #[default]
+    Majority,
+    Nodes(u32),
+}
+
+impl WriteAcknowledgement {
+    /// Parses the setting's text; the error names `MONGO_WRITE_CONCERN`, never anything else.
+    pub fn parse(text: Option<&str>) -> Result<Self, String> {
+        match text.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(Self::default()),
+            Some(t) if t.eq_ignore_ascii_case("majority") => Ok(Self::Majority),
+            Some(t) => match t.parse::<u32>() {
+                Ok(n) if (1..=50).contains(&n) => Ok(Self::Nodes(n)),
+                _ => Err(format!(
+                    "`MONGO_WRITE_CONCERN` must be `majority` or a number of members from 1 to 50 (got `{t}`)"
+                )),
+            },
+        }
+    }
+
+    /// The driver's write concern: this acknowledgement, journaled.
+    pub fn write_concern(self) -> WriteConcern {
+        let w = match self {
+            Self::Majority => Acknowledgment::Majority,
+            Self::Nodes(n) => Acknowledgment::Nodes(n),
+        };
+        WriteConcern::builder().w(w).journal(true).build()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +106,8 @@ pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     }
 }
 
-/// Connects with short timeouts and checks the server answers.
+/// Connects with short timeouts and the configured write concern (journaled),
+/// and checks the server answers.
 pub async fn connect(settings: &StoreSettings) -> Result<Database, StoreError> {
     let mut options = ClientOptions::parse(settings.uri.expose_secret())
         .await
@@ -78,6 +116,7 @@ pub async fn connect(settings: &StoreSettings) -> Result<Database, StoreError> {
     options.server_selection_timeout = Some(settings.timeout);
     options.connect_timeout = Some(settings.timeout);
     options.max_pool_size = Some(settings.max_pool_size);
+    options.write_concern = Some(settings.write_concern.write_concern());
     let client = Client::with_options(options)?;
     let db = client.database(&settings.db);
     ping(&db).await?;

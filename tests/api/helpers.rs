@@ -276,3 +276,96 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// A test certificate authority and a server certificate it signed for
+/// `localhost` and `127.0.0.1`, written as PEM files in a directory of their own.
+pub struct TestCerts {
+    dir: tempfile::TempDir,
+    pub ca_pem: String,
+}
+
+impl TestCerts {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "secret-manager test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let leaf_key = KeyPair::generate().expect("server key");
+        let mut leaf_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("server params");
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("server certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
+        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).expect("write cert");
+        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).expect("write key");
+        Self {
+            dir,
+            ca_pem: ca.pem(),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join(name)
+            .to_str()
+            .expect("utf8")
+            .to_string()
+    }
+
+    /// The CA certificate that signed the server certificate.
+    pub fn ca_file(&self) -> String {
+        self.path("ca.pem")
+    }
+
+    pub fn cert_file(&self) -> String {
+        self.path("cert.pem")
+    }
+
+    pub fn key_file(&self) -> String {
+        self.path("key.pem")
+    }
+
+    /// A client that trusts this CA only (besides nothing else).
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("CA PEM"),
+            )
+            .build()
+            .expect("TLS client")
+    }
+}
+
+/// The configuration `spawn_app_with` would use, for tests of start-up itself.
+pub fn test_config(extra: &[(&str, &str)]) -> Result<Config, secret_manager::config::ConfigError> {
+    let mut pairs: Vec<(String, String)> = vec![
+        ("CONFIG_FILE".into(), "/dev/null".into()),
+        ("HOST".into(), "127.0.0.1".into()),
+        ("PORT".into(), "0".into()),
+        ("WORKERS".into(), "1".into()),
+        ("MONGO_URI".into(), mongo_uri()),
+        ("MONGO_DB".into(), unique_db_name()),
+        (
+            "MASTER_KEY".into(),
+            MasterKey::generate().to_base64().to_string(),
+        ),
+    ];
+    for (k, v) in extra {
+        pairs.retain(|(name, _)| name != k);
+        pairs.push((k.to_string(), v.to_string()));
+    }
+    Config::from_pairs(pairs)
+}

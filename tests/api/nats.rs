@@ -17,23 +17,60 @@ pub(crate) struct NatsServer {
 
 impl NatsServer {
     fn start_on(port: u16) -> Self {
-        let child = Command::new("nats-server")
+        Self::try_start(port, None, &[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// nats-server with the configuration file `config` (when given), its
+    /// environment extended by `envs` (the passwords the file refers to), on a
+    /// free port. A port taken between choosing and binding it (tests run in
+    /// parallel) makes the server exit at start: then it tries another.
+    fn start_with(config: Option<&std::path::Path>, envs: &[(&str, &str)]) -> Self {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(crate::helpers::free_port(), config, envs) {
+                Ok(server) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}")
+    }
+
+    fn try_start(
+        port: u16,
+        config: Option<&std::path::Path>,
+        envs: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let mut cmd = Command::new("nats-server");
+        if let Some(config) = config {
+            cmd.arg("-c").arg(config);
+        }
+        cmd.envs(envs.iter().copied());
+        let mut child = cmd
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server is installed (scripts/test.sh installs it)");
-        for _ in 0..100 {
+        for _ in 0..300 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
+                return Ok(Self { child, port });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "nats-server on port {port} exited at start ({status}); config {config:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, port }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!(
+            "nats-server on port {port} did not listen within 15 s"
+        ))
     }
 
     pub(crate) fn start() -> Self {
-        Self::start_on(crate::helpers::free_port())
+        Self::start_with(None, &[])
     }
 
     pub(crate) fn url(&self) -> String {
@@ -621,4 +658,220 @@ async fn requests_over_the_in_flight_limit_are_answered_busy() {
         "with one permit and {n} requests at once, some are busy"
     );
     assert!(ok > 0, "and some are served");
+}
+
+/// deploy/nats-server.conf with passwords of this test's own; with `tls`, a
+/// copy of it with a `tls {}` block for the test certificate.
+struct SecuredBus {
+    server: NatsServer,
+    passwords: [(&'static str, String); 3],
+    _dir: tempfile::TempDir,
+}
+
+impl SecuredBus {
+    fn start(tls: Option<&crate::helpers::TestCerts>) -> Self {
+        let passwords = [
+            ("secret-manager", uuid::Uuid::new_v4().simple().to_string()),
+            ("agent-a", uuid::Uuid::new_v4().simple().to_string()),
+            ("agent-b", uuid::Uuid::new_v4().simple().to_string()),
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("nats-server.conf");
+        let mut text =
+            std::fs::read_to_string("deploy/nats-server.conf").expect("deploy/nats-server.conf");
+        if let Some(certs) = tls {
+            text.push_str(&format!(
+                "\ntls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+                certs.cert_file(),
+                certs.key_file()
+            ));
+        }
+        std::fs::write(&config, text).expect("write config");
+        let server = NatsServer::start_with(
+            Some(&config),
+            &[
+                ("NATS_SECRET_MANAGER_PASSWORD", &passwords[0].1),
+                ("NATS_AGENT_A_PASSWORD", &passwords[1].1),
+                ("NATS_AGENT_B_PASSWORD", &passwords[2].1),
+            ],
+        );
+        Self {
+            server,
+            passwords,
+            _dir: dir,
+        }
+    }
+
+    fn password(&self, user: &str) -> &str {
+        &self
+            .passwords
+            .iter()
+            .find(|(u, _)| *u == user)
+            .expect("known user")
+            .1
+    }
+
+    /// An agent's connection: its own user, its own inbox prefix; every
+    /// server event (permission violations among them) goes to the receiver.
+    async fn agent(
+        &self,
+        user: &str,
+    ) -> (
+        async_nats::Client,
+        tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let nc = async_nats::ConnectOptions::new()
+            .user_and_password(user.into(), self.password(user).into())
+            .custom_inbox_prefix(format!("_INBOX.{user}"))
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(event);
+                }
+            })
+            .connect(self.server.url())
+            .await
+            .expect("agent connects");
+        (nc, rx)
+    }
+}
+
+/// Waits (bounded) for the server to report a permissions violation.
+async fn permission_violation(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the server reports a violation in time")
+            .expect("events open");
+        if let async_nats::Event::ServerError(e) = &event {
+            let text = e.to_string();
+            if text.to_lowercase().contains("permissions violation") {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_the_deploy_config_agents_get_replies_but_cannot_eavesdrop_on_requests() {
+    // Arrange: the repository's nats-server.conf; the service with its own user.
+    let bus = SecuredBus::start(None);
+    let app = spawn_app_with(&[
+        ("NATS_URL", &bus.server.url()),
+        ("NATS_USER", "secret-manager"),
+        ("NATS_PASSWORD", bus.password("secret-manager")),
+        ("NATS_AUDIT_SUBJECT", "vault.audit"),
+    ])
+    .await;
+    let (agent_a, _) = bus.agent("agent-a").await;
+    let (eavesdropper, mut events) = bus.agent("agent-b").await;
+
+    // Act: agent-b tries to read the request subject and agent-a's inbox.
+    let mut on_requests = eavesdropper
+        .subscribe(SUBJECT.to_string())
+        .await
+        .expect("the client sends SUB");
+    eavesdropper.flush().await.expect("flush");
+    let refused = permission_violation(&mut events).await;
+    let mut on_inbox = eavesdropper
+        .subscribe("_INBOX.agent-a.>".to_string())
+        .await
+        .expect("the client sends SUB");
+    eavesdropper.flush().await.expect("flush");
+    let refused_inbox = permission_violation(&mut events).await;
+    // The service may answer only once it has subscribed; retry until it does.
+    let body = with_id(
+        &app,
+        json!({ "operation": "set", "key": "agents/bus-key", "value": "sk-secret-on-bus" }),
+    );
+    let mut set = None;
+    for _ in 0..50 {
+        match agent_a
+            .request(SUBJECT.to_string(), body.to_string().into_bytes().into())
+            .await
+        {
+            Ok(msg) => {
+                set = Some(serde_json::from_slice::<Value>(&msg.payload).expect("JSON"));
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let set = set.expect("agent-a got a reply");
+    let got = ask(
+        &agent_a,
+        SUBJECT,
+        with_id(&app, json!({ "operation": "get", "key": "agents/bus-key" })),
+    )
+    .await;
+
+    // Assert
+    assert!(refused.contains(SUBJECT), "{refused}");
+    assert!(refused_inbox.contains("_INBOX.agent-a"), "{refused_inbox}");
+    assert_eq!(set["status"], "success", "{set}");
+    assert_eq!(got["data"]["value"], "sk-secret-on-bus", "{got}");
+    let overheard = tokio::time::timeout(Duration::from_millis(300), async {
+        tokio::select! {
+            m = on_requests.next() => m,
+            m = on_inbox.next() => m,
+        }
+    })
+    .await;
+    assert!(
+        matches!(overheard, Err(_) | Ok(None)),
+        "agent-b must not see agent-a's requests or replies"
+    );
+    // Nor forge audit records.
+    eavesdropper
+        .publish("vault.audit".to_string(), "forged".into())
+        .await
+        .expect("the client sends PUB");
+    eavesdropper.flush().await.expect("flush");
+    let forged = permission_violation(&mut events).await;
+    assert!(forged.contains("vault.audit"), "{forged}");
+}
+
+#[tokio::test]
+async fn the_service_connects_over_tls_with_nats_ca_file_and_requests_round_trip() {
+    let certs = crate::helpers::TestCerts::new();
+    let bus = SecuredBus::start(Some(&certs));
+    let url = bus.server.url().replacen("nats://", "tls://", 1);
+    let app = spawn_app_with(&[
+        ("NATS_URL", &url),
+        ("NATS_CA_FILE", &certs.ca_file()),
+        ("NATS_USER", "secret-manager"),
+        ("NATS_PASSWORD", bus.password("secret-manager")),
+    ])
+    .await;
+    let agent = async_nats::ConnectOptions::new()
+        .user_and_password("agent-a".into(), bus.password("agent-a").into())
+        .custom_inbox_prefix("_INBOX.agent-a")
+        .add_root_certificates(certs.ca_file().into())
+        .require_tls(true)
+        .connect(&url)
+        .await
+        .expect("agent connects over TLS");
+    let body = with_id(&app, json!({ "operation": "status" }));
+    let mut reply = None;
+    for _ in 0..50 {
+        if let Ok(msg) = agent
+            .request(SUBJECT.to_string(), body.to_string().into_bytes().into())
+            .await
+        {
+            reply = Some(serde_json::from_slice::<Value>(&msg.payload).expect("JSON"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = reply.expect("a reply over TLS");
+    assert_eq!(reply["status"], "success", "{reply}");
+    assert_eq!(
+        reply["data"]["caller"],
+        json!(app.identity.service),
+        "{reply}"
+    );
 }
