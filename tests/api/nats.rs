@@ -45,10 +45,11 @@ impl NatsServer {
             cmd.arg("-c").arg(config);
         }
         cmd.envs(envs.iter().copied());
+        let log = tempfile::NamedTempFile::new().expect("log file");
         let mut child = cmd
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().expect("log file"))
             .spawn()
             .expect("nats-server is installed (scripts/test.sh installs it)");
         for _ in 0..300 {
@@ -56,8 +57,9 @@ impl NatsServer {
                 return Ok(Self { child, port });
             }
             if let Ok(Some(status)) = child.try_wait() {
+                let said = std::fs::read_to_string(log.path()).unwrap_or_default();
                 return Err(format!(
-                    "nats-server on port {port} exited at start ({status}); config {config:?}"
+                    "nats-server on port {port} exited at start ({status}); config {config:?}: {said}"
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -671,9 +673,12 @@ struct SecuredBus {
 impl SecuredBus {
     fn start(tls: Option<&crate::helpers::TestCerts>) -> Self {
         let passwords = [
-            ("secret-manager", uuid::Uuid::new_v4().simple().to_string()),
-            ("agent-a", uuid::Uuid::new_v4().simple().to_string()),
-            ("agent-b", uuid::Uuid::new_v4().simple().to_string()),
+            (
+                "secret-manager",
+                format!("pw{}", uuid::Uuid::new_v4().simple()),
+            ),
+            ("agent-a", format!("pw{}", uuid::Uuid::new_v4().simple())),
+            ("agent-b", format!("pw{}", uuid::Uuid::new_v4().simple())),
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("nats-server.conf");
