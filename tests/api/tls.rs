@@ -197,3 +197,84 @@ async fn the_scripts_reach_an_https_url_trusting_vault_cacert() {
         err(&untrusted)
     );
 }
+
+/// The container healthcheck probes HTTPS when the service serves it.
+#[tokio::test]
+async fn the_healthcheck_probes_https_when_tls_is_configured() {
+    let certs = TestCerts::new();
+    let (cert, key) = (certs.cert_file(), certs.key_file());
+    let app = spawn_app_with(&[("TLS_CERT_FILE", &cert), ("TLS_KEY_FILE", &key)]).await;
+    let port = app.address.rsplit(':').next().expect("port").to_string();
+    let probe = |tls: Option<String>| {
+        let port = port.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_secret-manager"));
+            cmd.args(["healthcheck", "--port", &port])
+                .env_remove("TLS_CERT_FILE")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            if let Some(file) = tls {
+                cmd.env("TLS_CERT_FILE", file);
+            }
+            cmd.output().expect("binary runs")
+        })
+    };
+    let with_tls: Output = probe(Some(cert.clone())).await.expect("join");
+    let without: Output = probe(None).await.expect("join");
+    assert!(
+        with_tls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_tls.stderr)
+    );
+    assert!(
+        !without.status.success(),
+        "a plain probe of an HTTPS port fails"
+    );
+}
+
+/// The CLI reaches an `https://` URL when `VAULT_CACERT` names the CA.
+#[tokio::test]
+async fn the_cli_trusts_vault_cacert_for_https() {
+    let certs = TestCerts::new();
+    let (cert, key) = (certs.cert_file(), certs.key_file());
+    let app = spawn_app_with(&[("TLS_CERT_FILE", &cert), ("TLS_KEY_FILE", &key)]).await;
+    let https = app.address.replacen("http://", "https://", 1);
+    let run = |args: Vec<&'static str>, cacert: Option<String>| {
+        let (url, service, token) = (
+            https.clone(),
+            app.identity.service.clone(),
+            app.identity.token.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_secret-manager"));
+            cmd.args(&args)
+                .env("VAULT_URL", url)
+                .env("VAULT_SERVICE", service)
+                .env("VAULT_TOKEN", token)
+                .env_remove("VAULT_TOKEN_FILE")
+                .env_remove("VAULT_CACERT")
+                .stdin(Stdio::null());
+            if let Some(ca) = cacert {
+                cmd.env("VAULT_CACERT", ca);
+            }
+            cmd.output().expect("binary runs")
+        })
+    };
+    let ca = Some(certs.ca_file());
+    let put: Output = run(vec!["put", "tls/key", "over-https"], ca.clone())
+        .await
+        .expect("join");
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let got: Output = run(vec!["get", "tls/key"], ca).await.expect("join");
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "over-https");
+    let untrusted: Output = run(vec!["get", "tls/key"], None).await.expect("join");
+    assert_eq!(
+        untrusted.status.code(),
+        Some(1),
+        "the server cannot be verified"
+    );
+}
