@@ -228,16 +228,28 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 /// A dependency-free probe so the runtime image needs no curl.
 fn healthcheck(port: u16) -> ExitCode {
     let tls = std::env::var("TLS_CERT_FILE").is_ok_and(|f| !f.trim().is_empty());
-    if tls {
-        return https_healthcheck(port);
+    let probed = if tls {
+        https_probe(port)
+    } else {
+        plain_probe(port).map_err(|e| e.to_string())
+    };
+    match probed {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("unhealthy: /health/live did not answer 200");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
     }
-    plain_healthcheck(port)
 }
 
 /// The HTTPS liveness probe. The certificate names the service's public host,
 /// not 127.0.0.1, so the probe does not verify it: it sends no credentials and
 /// reads only the status of `/health/live` on this host's loopback.
-fn https_healthcheck(port: u16) -> ExitCode {
+fn https_probe(port: u16) -> Result<bool, String> {
     let probe = async {
         let client = reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
@@ -251,53 +263,24 @@ fn https_healthcheck(port: u16) -> ExitCode {
             .map_err(|e| e.without_url().to_string())?;
         Ok::<bool, String>(res.status().as_u16() == 200)
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("unhealthy: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(probe) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("unhealthy: /health/live did not answer 200");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("unhealthy: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        .map_err(|e| e.to_string())?
+        .block_on(probe)
 }
 
-fn plain_healthcheck(port: u16) -> ExitCode {
+fn plain_probe(port: u16) -> std::io::Result<bool> {
     use std::io::Read as _;
     use std::net::{SocketAddr, TcpStream};
     use std::time::Duration;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let probe = || -> std::io::Result<bool> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        stream.write_all(b"GET /health/live HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
-    };
-    match probe() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("unhealthy: /health/live did not answer 200");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("unhealthy: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"GET /health/live HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
 }
 
 fn bench(
