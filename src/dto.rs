@@ -149,11 +149,19 @@ pub struct SecretSummary {
     pub kind: Option<String>,
     pub updated_at: DateTime<Utc>,
     pub updated_by: String,
+    /// `missing` for a stub (`?state=missing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// For a stub: the services that asked for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requested_by: Vec<String>,
 }
 
 impl From<VaultSummary> for SecretSummary {
     fn from(s: VaultSummary) -> Self {
         Self {
+            state: s.state,
+            requested_by: s.requested_by,
             key: format!("{}/{}", s.project, s.path),
             id: s.id,
             project: s.project,
@@ -200,6 +208,9 @@ pub struct SecretListQuery {
     /// `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
+    /// `missing`: the stubs (secrets asked for that have no value yet) instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

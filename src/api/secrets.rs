@@ -13,7 +13,9 @@ use crate::dto::{
     UpdateSecretRequest, VersionList,
 };
 use crate::error::ApiError;
-use crate::vault::named::{ListQuery as VaultListQuery, NewSecret, DEFAULT_LIST_LIMIT};
+use crate::vault::named::{
+    missing_only, ListQuery as VaultListQuery, NewSecret, DEFAULT_LIST_LIMIT,
+};
 use crate::vault::names::{ProjectName, SecretKey};
 use crate::vault::{Op, RequestMeta, Value};
 
@@ -42,6 +44,8 @@ impl SecretAddress {
 pub struct VersionQuery {
     /// A kept older version instead of the current one.
     pub version: Option<i64>,
+    /// What you need it for: kept on the stub recorded when the secret does not exist yet.
+    pub description: Option<String>,
 }
 
 const CREATE_SHAPE: &str = "an object with `project`, `path` and `value` (or `value_b64`)";
@@ -155,7 +159,10 @@ async fn get_secret(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = at.key(&state, &meta, Op::Read).await?;
-    let record = state.vault.get(&meta, &key, query.version).await?;
+    let record = state
+        .vault
+        .get(&meta, &key, query.version, query.description.as_deref())
+        .await?;
     Ok(HttpResponse::Ok().json(SecretResponse::from(record)))
 }
 
@@ -309,13 +316,19 @@ async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let project = q.project.as_deref().map(ProjectName::parse).transpose();
-    let project = state.vault.check(Op::List, &meta, project).await?;
+    let parsed = q
+        .project
+        .as_deref()
+        .map(ProjectName::parse)
+        .transpose()
+        .and_then(|p| Ok((p, missing_only(q.state.as_deref())?)));
+    let (project, missing) = state.vault.check(Op::List, &meta, parsed).await?;
     let page = state
         .vault
         .list(
             &meta,
             VaultListQuery {
+                missing,
                 project,
                 prefix: q.prefix.as_deref(),
                 limit: q.limit.unwrap_or(DEFAULT_LIST_LIMIT),

@@ -482,6 +482,7 @@ impl Client {
             prefix,
             limit: Some(limit),
             cursor,
+            state: None,
         };
         let mut items = Vec::new();
         loop {

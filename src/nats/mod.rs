@@ -17,7 +17,7 @@ pub use settings::{parse_acl, NatsSettings, OPERATIONS};
 
 use crate::dto::{SecretList, SecretResponse};
 use crate::error::{ApiError, ErrorCode};
-use crate::vault::named::{ListQuery, DEFAULT_LIST_LIMIT};
+use crate::vault::named::{missing_only, ListQuery, DEFAULT_LIST_LIMIT};
 use crate::vault::names::{ProjectName, SecretKey};
 use crate::vault::{Op, RequestMeta, Vault};
 
@@ -44,6 +44,10 @@ struct Request {
     limit: Option<i64>,
     #[serde(default)]
     cursor: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -195,7 +199,10 @@ impl Bridge {
         match op {
             "get" => {
                 let key = v.check(refused, meta, key()).await?;
-                to_json(SecretResponse::from(v.get(meta, &key, req.version).await?))
+                let record = v
+                    .get(meta, &key, req.version, req.description.as_deref())
+                    .await?;
+                to_json(SecretResponse::from(record))
             }
             "set" => {
                 let key = v.check(refused, meta, key()).await?;
@@ -216,9 +223,13 @@ impl Bridge {
                     None if spec.is_empty() => (None, None),
                     None => (Some(spec), None),
                 };
-                let project = project.map(ProjectName::parse).transpose();
-                let project = v.check(refused, meta, project).await?;
+                let parsed = project
+                    .map(ProjectName::parse)
+                    .transpose()
+                    .and_then(|p| Ok((p, missing_only(req.state.as_deref())?)));
+                let (project, missing) = v.check(refused, meta, parsed).await?;
                 let query = ListQuery {
+                    missing,
                     project,
                     prefix,
                     limit: req.limit.unwrap_or(DEFAULT_LIST_LIMIT),

@@ -37,7 +37,16 @@ pub struct SecretDoc {
     /// Write counter for compare-and-set by background rewrites (rewrap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rev: Option<i64>,
+    /// `missing` for a stub: a secret someone asked for that has no value yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// For a stub: the services that asked for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requested_by: Vec<String>,
 }
+
+/// The `state` of a stub.
+pub const MISSING: &str = "missing";
 
 /// One sealed version. `ciphertext` and `nonce` are BSON binary, never text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +118,10 @@ pub struct SecretView<V> {
     pub created_by: String,
     pub updated_at: DateTime,
     pub updated_by: String,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub requested_by: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +150,13 @@ impl Locator<'_> {
 
 fn collection<T: Send + Sync>(db: &Database) -> Collection<T> {
     db.collection(COLLECTION)
+}
+
+/// Adds "live": not soft-deleted and not a stub.
+fn live(mut filter: Document) -> Document {
+    filter.insert("deleted_at", mongodb::bson::Bson::Null);
+    filter.insert("state", doc! { "$ne": MISSING });
+    filter
 }
 
 pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
@@ -182,6 +202,68 @@ pub async fn remove(db: &Database, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Records that a service asked for a secret that does not exist: inserts the
+/// stub, or adds the service to an existing stub. `Ok(true)` when this call
+/// created it; `Ok(false)` when a stub (or a deleted secret) already holds the
+/// path. The unique `(project, path)` index makes concurrent misses create one.
+pub async fn create_stub(db: &Database, stub: &SecretDoc) -> Result<bool, StoreError> {
+    match collection::<SecretDoc>(db).insert_one(stub).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_duplicate_key(&e) => {
+            collection::<Document>(db)
+                .update_one(
+                    doc! { "project": &stub.project, "path": &stub.path, "state": MISSING },
+                    doc! { "$addToSet": { "requested_by": { "$each": &stub.requested_by } } },
+                )
+                .await?;
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The id of the stub at `project/path`, if one is there.
+pub async fn find_stub(
+    db: &Database,
+    project: &str,
+    path: &str,
+) -> Result<Option<String>, StoreError> {
+    let found = collection::<Document>(db)
+        .find_one(doc! { "project": project, "path": path, "state": MISSING, "deleted_at": null })
+        .projection(doc! { "_id": 1 })
+        .await?;
+    Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_string)))
+}
+
+/// Turns the stub `id` into a secret whose version 1 is `first`, if it is
+/// still a stub (another writer may have filled it first).
+pub async fn fill_stub(db: &Database, id: &str, filled: &SecretDoc) -> Result<bool, StoreError> {
+    let versions =
+        mongodb::bson::to_bson(&filled.versions).map_err(|e| StoreError::Other(e.to_string()))?;
+    let mut set = doc! {
+        "versions": versions,
+        "current_version": filled.current_version,
+        "tags": &filled.tags,
+        "created_at": filled.created_at,
+        "created_by": &filled.created_by,
+        "updated_at": filled.updated_at,
+        "updated_by": &filled.updated_by,
+    };
+    if let Some(d) = &filled.description {
+        set.insert("description", d);
+    }
+    if let Some(k) = &filled.kind {
+        set.insert("type", k);
+    }
+    let r = collection::<Document>(db)
+        .update_one(
+            doc! { "_id": id, "state": MISSING, "deleted_at": null },
+            doc! { "$set": set, "$unset": { "state": "", "requested_by": "" } },
+        )
+        .await?;
+    Ok(r.modified_count == 1)
+}
+
 /// Marks a document whose create could be neither audited nor undone.
 pub async fn mark_unaudited(db: &Database, id: &str) -> Result<(), StoreError> {
     collection::<Document>(db)
@@ -200,8 +282,7 @@ pub async fn find_live(
     at: Locator<'_>,
     version: Option<i64>,
 ) -> Result<Option<SecretView<VersionDoc>>, StoreError> {
-    let mut filter = at.filter();
-    filter.insert("deleted_at", mongodb::bson::Bson::Null);
+    let filter = live(at.filter());
     let coll = collection::<SecretView<VersionDoc>>(db);
     match version {
         None => Ok(coll
@@ -262,7 +343,7 @@ pub async fn soft_delete(
 ) -> Result<Option<String>, StoreError> {
     let found = collection::<Document>(db)
         .find_one_and_update(
-            doc! { "project": project, "path": path, "deleted_at": null },
+            live(doc! { "project": project, "path": path }),
             doc! { "$set": { "deleted_at": DateTime::now(), "purge_at": purge_at } },
         )
         .projection(doc! { "_id": 1 })
@@ -297,7 +378,7 @@ pub async fn versions(
     path: &str,
 ) -> Result<Option<SecretView<VersionMeta>>, StoreError> {
     let found = collection::<SecretView<VersionMeta>>(db)
-        .find_one(doc! { "project": project, "path": path, "deleted_at": null })
+        .find_one(live(doc! { "project": project, "path": path }))
         .projection(doc! {
             "versions.ciphertext": 0, "versions.nonce": 0,
         })
@@ -315,8 +396,13 @@ pub async fn list_page(
     prefix: Option<&str>,
     after: Option<(&str, &str)>,
     limit: i64,
+    stubs: bool,
 ) -> Result<Vec<SecretView<VersionMeta>>, StoreError> {
-    let mut filter = doc! { "deleted_at": null };
+    let mut filter = if stubs {
+        doc! { "deleted_at": null, "state": MISSING }
+    } else {
+        live(Document::new())
+    };
     if let Some(p) = project {
         filter.insert("project", p);
     }

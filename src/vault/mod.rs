@@ -59,6 +59,8 @@ pub enum Op {
     KeyRewrap,
     NatsRequest,
     NatsAcl,
+    /// A stub recorded for a secret asked for before it exists.
+    StubCreate,
 }
 
 impl Op {
@@ -83,6 +85,7 @@ impl Op {
             Op::KeyRewrap => "key_rewrap",
             Op::NatsRequest => "nats_request",
             Op::NatsAcl => "nats_acl",
+            Op::StubCreate => "stub_create",
         }
     }
 }
@@ -553,6 +556,8 @@ impl Vault {
             deleted_at: None,
             purge_at: None,
             rev: None,
+            state: None,
+            requested_by: Vec::new(),
         }
     }
 

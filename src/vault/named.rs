@@ -51,6 +51,10 @@ pub struct SecretSummary {
     pub kind: Option<String>,
     pub updated_at: DateTime<Utc>,
     pub updated_by: String,
+    /// `missing` for a stub.
+    pub state: Option<String>,
+    /// For a stub: the services that asked for it.
+    pub requested_by: Vec<String>,
 }
 
 /// One kept version's metadata.
@@ -71,6 +75,8 @@ pub struct VersionHistory {
 
 /// What to list: everything the caller may `list`, narrowed by project and prefix.
 pub struct ListQuery<'a> {
+    /// Stubs only (`?state=missing`): secrets asked for that have no value yet.
+    pub missing: bool,
     pub project: Option<ProjectName>,
     pub prefix: Option<&'a str>,
     pub limit: i64,
@@ -84,6 +90,7 @@ pub struct Page {
 }
 
 const MAX_TAGS: usize = 32;
+const MAX_DESCRIPTION: usize = 1024;
 const CAS_ATTEMPTS: u64 = 40;
 pub const MAX_LIST_LIMIT: i64 = 500;
 pub const DEFAULT_LIST_LIMIT: i64 = 50;
@@ -109,6 +116,18 @@ fn check_metadata(
     Ok(())
 }
 
+/// A list's `state` filter: none (live secrets) or `missing` (stubs).
+pub fn missing_only(state: Option<&str>) -> Result<bool, ApiError> {
+    match state {
+        None | Some("") => Ok(false),
+        Some("missing") => Ok(true),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            "`state` must be `missing` (or absent)",
+        )),
+    }
+}
+
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -132,6 +151,8 @@ impl SecretSummary {
             kind: s.kind,
             updated_at: utc(s.updated_at),
             updated_by: s.updated_by,
+            state: s.state,
+            requested_by: s.requested_by,
         }
     }
 }
@@ -203,6 +224,84 @@ impl Vault {
         }
     }
 
+    /// Stores a new document, or fills the stub at its path (a secret someone
+    /// asked for before it existed): the value is sealed again under the stub's
+    /// id, and the stub becomes version 1. Returns the document as stored.
+    async fn insert_or_fill(
+        &self,
+        scope: &mut Scope,
+        meta: &RequestMeta,
+        doc: SecretDoc,
+        plaintext: &[u8],
+    ) -> Result<SecretDoc, ApiError> {
+        let exists = match self.insert_new(scope, &doc).await {
+            Ok(()) => return Ok(doc),
+            Err(e) if e.code == ErrorCode::SecretExists => e,
+            Err(e) => return Err(e),
+        };
+        let Some(stub_id) = secrets::find_stub(self.db(), &doc.project, &doc.path).await? else {
+            return Err(exists);
+        };
+        let key = SecretKey::new(&doc.project, &doc.path)?;
+        let mut filled = self.sealed_doc(meta, &stub_id, &key, plaintext)?;
+        filled.description = doc.description;
+        filled.tags = doc.tags;
+        filled.kind = doc.kind;
+        scope.secret_id(&stub_id);
+        scope.version(Some(1));
+        self.pending(meta, scope).await?;
+        if secrets::fill_stub(self.db(), &stub_id, &filled).await? {
+            Ok(filled)
+        } else {
+            Err(exists)
+        }
+    }
+
+    /// Records a miss by a service that may read `key`: a stub (state
+    /// `missing`) the first time, audited as its own operation; later misses
+    /// only add the service to it.
+    async fn stub(&self, meta: &RequestMeta, key: &SecretKey, description: Option<&str>) {
+        let now = mongodb::bson::DateTime::now();
+        let stub = SecretDoc {
+            id: new_id(),
+            project: key.project().to_string(),
+            path: key.path().to_string(),
+            versions: Vec::new(),
+            current_version: 0,
+            description: description.map(|d| d.chars().take(MAX_DESCRIPTION).collect()),
+            tags: Vec::new(),
+            kind: None,
+            created_at: now,
+            created_by: meta.actor().to_string(),
+            updated_at: now,
+            updated_by: meta.actor().to_string(),
+            deleted_at: None,
+            purge_at: None,
+            rev: None,
+            state: Some(secrets::MISSING.to_string()),
+            requested_by: vec![meta.actor().to_string()],
+        };
+        match secrets::create_stub(self.db(), &stub).await {
+            // Later misses only add the service: not a transition, no record.
+            Ok(false) => {}
+            Ok(true) => {
+                // Audited as its own operation; removed again if that fails.
+                let recorded = self
+                    .run(Op::StubCreate, meta, async |scope| {
+                        scope.key(key);
+                        scope.secret_id(&stub.id);
+                        scope.undo(Undo::RemoveSecret(stub.id.clone()));
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(error = %e, "could not audit a missing-secret stub; removed it");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record a missing secret"),
+        }
+    }
+
     pub async fn create_named(
         &self,
         meta: &RequestMeta,
@@ -228,7 +327,7 @@ impl Vault {
         doc.description = new.description;
         doc.tags = new.tags;
         doc.kind = new.kind;
-        self.insert_new(scope, &doc).await?;
+        let doc = self.insert_or_fill(scope, meta, doc, &plaintext).await?;
         Ok(record_of(doc, plaintext))
     }
 
@@ -249,11 +348,15 @@ impl Vault {
         Ok(self.new_doc(id, key.project(), key.path(), first))
     }
 
+    /// Reads a version. A miss of the current version by a service that may
+    /// read the path records a stub (see `stub`); `description` says what the
+    /// caller wanted (kept on the stub).
     pub async fn get(
         &self,
         meta: &RequestMeta,
         key: &SecretKey,
         version: Option<i64>,
+        description: Option<&str>,
     ) -> Result<SecretRecord, ApiError> {
         self.run(Op::Read, meta, async |scope| {
             scope.key(key);
@@ -263,9 +366,12 @@ impl Vault {
                 project: key.project(),
                 path: key.path(),
             };
-            let found = secrets::find_live(self.db(), at, version)
-                .await?
-                .ok_or_else(not_found)?;
+            let Some(found) = secrets::find_live(self.db(), at, version).await? else {
+                if version.is_none() {
+                    self.stub(meta, key, description).await;
+                }
+                return Err(not_found());
+            };
             scope.secret_id(&found.id);
             let Some(v) = found.versions.first() else {
                 return Err(ApiError::new(
@@ -309,13 +415,32 @@ impl Vault {
             scope.key(key);
             self.require_on(meta, Action::Write, key)?;
             let plaintext = self.decode_value(value, "value")?;
-            match self
+            if let Some(record) = self
                 .append(scope, meta, key, &plaintext, expected_version)
                 .await?
             {
-                Some(record) => Ok(record),
-                None => Err(not_found()),
+                return Ok(record);
             }
+            // A stub is filled by a PATCH as by a create (it counts as version 0).
+            if expected_version.is_some_and(|v| v != 0)
+                || secrets::find_stub(self.db(), key.project(), key.path())
+                    .await?
+                    .is_none()
+            {
+                return Err(not_found());
+            }
+            let doc = self.sealed_doc(meta, &new_id(), key, &plaintext)?;
+            let doc = self
+                .insert_or_fill(scope, meta, doc, &plaintext)
+                .await
+                .map_err(|e| {
+                    if e.code == ErrorCode::SecretExists {
+                        not_found()
+                    } else {
+                        e
+                    }
+                })?;
+            Ok(record_of(doc, plaintext))
         })
         .await
     }
@@ -351,8 +476,8 @@ impl Vault {
                 }
                 scope.op(Op::Create);
                 let doc = self.sealed_doc(meta, &new_id(), key, &plaintext)?;
-                match self.insert_new(scope, &doc).await {
-                    Ok(()) => return Ok(record_of(doc, plaintext)),
+                match self.insert_or_fill(scope, meta, doc, &plaintext).await {
+                    Ok(doc) => return Ok(record_of(doc, plaintext)),
                     // Created by someone else meanwhile: write a new version instead.
                     Err(e) if e.code == ErrorCode::SecretExists => scope.op(Op::Update),
                     Err(e) => return Err(e),
@@ -520,7 +645,7 @@ impl Vault {
                     format!("`prefix` must be at most {MAX_PREFIX_LEN} characters"),
                 ));
             }
-            let aad = cursor_aad(meta.actor(), project, q.prefix);
+            let aad = cursor_aad(meta.actor(), project, q.prefix, q.missing);
             let mut after = q.cursor.map(|c| self.decode_cursor(&aad, c)).transpose()?;
             let mut items = Vec::new();
             let mut exhausted = false;
@@ -528,7 +653,8 @@ impl Vault {
             for _ in 0..20 {
                 let after_ref = after.as_ref().map(|(p, q)| (p.as_str(), q.as_str()));
                 let batch =
-                    secrets::list_page(self.db(), project, q.prefix, after_ref, limit).await?;
+                    secrets::list_page(self.db(), project, q.prefix, after_ref, limit, q.missing)
+                        .await?;
                 exhausted = (batch.len() as i64) < limit;
                 for item in batch {
                     after = Some((item.project.clone(), item.path.clone()));
@@ -556,9 +682,9 @@ impl Vault {
 }
 
 /// What a cursor is bound to: the caller and the query it continues.
-fn cursor_aad(actor: &str, project: Option<&str>, prefix: Option<&str>) -> Vec<u8> {
+fn cursor_aad(actor: &str, project: Option<&str>, prefix: Option<&str>, missing: bool) -> Vec<u8> {
     format!(
-        "list-cursor|{actor}|{}|{}",
+        "list-cursor|{actor}|{}|{}|{missing}",
         project.unwrap_or(""),
         prefix.unwrap_or("")
     )

@@ -780,6 +780,9 @@ struct AuditSummary {
     action: String,
     outcome: String,
     error_code: Option<String>,
+    /// Records of transitions the request caused besides its own (a read of a
+    /// missing secret records a stub: `stub_create`).
+    side_effects: Vec<String>,
 }
 
 impl fmt::Display for AuditSummary {
@@ -787,6 +790,9 @@ impl fmt::Display for AuditSummary {
         write!(f, "{}/{}", self.action, self.outcome)?;
         if let Some(code) = &self.error_code {
             write!(f, "/{code}")?;
+        }
+        for side in &self.side_effects {
+            write!(f, " +{side}")?;
         }
         Ok(())
     }
@@ -841,9 +847,23 @@ fn check_record(
             action: "authenticate".into(),
             outcome: "denied".into(),
             error_code: Some(answer.code.clone()),
+            side_effects: Vec::new(),
         });
     }
-    let [record] = records else {
+    let (side, records): (Vec<&Document>, Vec<&Document>) = records
+        .iter()
+        .partition(|r| text(r, "action").as_deref() == Some("stub_create"));
+    let side_effects: Vec<String> = side
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                text(r, "action").unwrap_or_default(),
+                text(r, "outcome").unwrap_or_default()
+            )
+        })
+        .collect();
+    let [record] = records.as_slice() else {
         let found: Vec<String> = records
             .iter()
             .map(|r| {
@@ -863,6 +883,7 @@ fn check_record(
         action: text(record, "action").unwrap_or_default(),
         outcome: text(record, "outcome").unwrap_or_default(),
         error_code: text(record, "error_code"),
+        side_effects,
     };
     let mut problems = Vec::new();
     if text(record, "channel").as_deref() != Some(channel) {
