@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::vault::access::AccessRequest;
 use crate::vault::audit_query::AuditEntry as VaultAuditEntry;
 use crate::vault::keys::{KeyStatus, RewrapReport};
 use crate::vault::named::{SecretRecord, SecretSummary as VaultSummary, VersionHistory};
@@ -414,4 +415,65 @@ pub struct HealthResponse {
     pub status: String,
     #[schema(example = "secret-manager")]
     pub service: String,
+}
+
+// ---- access requests ----
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AccessRequestResponse {
+    pub id: String,
+    pub service_name: String,
+    pub project: String,
+    pub path: String,
+    /// `pending`, `granted`, `denied` or `expired`.
+    pub status: String,
+    pub requested_at: DateTime<Utc>,
+    /// Denied reads while it was pending.
+    pub attempts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Reads made under the grant.
+    pub access_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_accessed_at: Option<DateTime<Utc>>,
+}
+
+impl From<AccessRequest> for AccessRequestResponse {
+    fn from(r: AccessRequest) -> Self {
+        Self {
+            id: r.id,
+            service_name: r.service_name,
+            project: r.project,
+            path: r.path,
+            status: r.status,
+            requested_at: r.requested_at,
+            attempts: r.attempts,
+            granted_at: r.granted_at,
+            granted_by: r.granted_by,
+            decided_by: r.decided_by,
+            expires_at: r.expires_at,
+            access_count: r.access_count,
+            last_accessed_at: r.last_accessed_at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AccessRequestList {
+    pub items: Vec<AccessRequestResponse>,
+}
+
+/// The optional body of `POST /api/access-requests/{id}/approve`.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// Seconds the grant lasts (1 to a year); without it, until revoked by policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
 }

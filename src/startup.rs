@@ -128,6 +128,7 @@ fn run(
             .configure(api::secrets::configure)
             .configure(api::projects::configure)
             .configure(api::audit::configure)
+            .configure(api::access_requests::configure)
             .configure(api::sys::configure)
             .split_for_parts();
         // Without the docs, `/docs/` and `/openapi.json` fall through to the JSON 404.

@@ -1,5 +1,6 @@
 //! HTTP resources. Each module exports `configure`; `openapi` assembles the spec.
 
+pub mod access_requests;
 pub mod audit;
 pub mod error;
 pub mod health;

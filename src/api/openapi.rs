@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         (name = "secrets", description = "Project/path secrets with version history"),
         (name = "projects", description = "Projects"),
         (name = "audit", description = "The audit trail"),
+        (name = "access", description = "Access requests: denied reads for admins to grant or deny"),
         (name = "sys", description = "Data keys: rotation, rewrap, status"),
         (name = "health", description = "Liveness and readiness"),
     )

@@ -1,6 +1,7 @@
 //! MongoDB access: one module per collection, plus connection and index setup.
 //! No HTTP types here.
 
+pub mod access_requests;
 pub mod audit;
 pub mod audit_sink;
 pub mod keyring;
@@ -132,6 +133,7 @@ pub async fn ping(db: &Database) -> Result<(), StoreError> {
 /// replicas start at the same moment.
 pub async fn ensure_indexes(db: &Database, audit_ttl_days: u32) -> Result<(), StoreError> {
     secrets::ensure_indexes(db).await?;
+    access_requests::ensure_indexes(db).await?;
     projects::ensure_indexes(db).await?;
     audit::ensure_indexes(db, audit_ttl_days).await?;
     Ok(())

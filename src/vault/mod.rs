@@ -8,6 +8,7 @@
 //! fails closed when a success cannot be recorded (undoing what the body asked
 //! it to undo), and takes a failure's outcome from its error code.
 
+pub mod access;
 pub mod audit_query;
 pub mod keys;
 pub mod named;
@@ -61,6 +62,10 @@ pub enum Op {
     NatsAcl,
     /// A stub recorded for a secret asked for before it exists.
     StubCreate,
+    AccessRequest,
+    AccessRequestList,
+    AccessGrant,
+    AccessDeny,
 }
 
 impl Op {
@@ -86,6 +91,10 @@ impl Op {
             Op::NatsRequest => "nats_request",
             Op::NatsAcl => "nats_acl",
             Op::StubCreate => "stub_create",
+            Op::AccessRequest => "access_request",
+            Op::AccessRequestList => "access_request_list",
+            Op::AccessGrant => "access_grant",
+            Op::AccessDeny => "access_deny",
         }
     }
 }
@@ -111,6 +120,7 @@ impl RequestMeta {
 #[derive(Debug, Clone)]
 enum Undo {
     RemoveSecret(String),
+    RemoveAccessRequest(String),
 }
 
 /// What one operation's audit record says: the operation and what it touched.
@@ -332,6 +342,11 @@ impl Vault {
 
     async fn undo(&self, undo: Undo) {
         match undo {
+            Undo::RemoveAccessRequest(id) => {
+                if let Err(e) = crate::store::access_requests::remove(self.db(), &id).await {
+                    tracing::warn!(error = %e, "could not remove an unaudited access request");
+                }
+            }
             Undo::RemoveSecret(id) => {
                 let Err(e) = secret_store::remove(self.db(), &id).await else {
                     return;

@@ -361,7 +361,7 @@ impl Vault {
         self.run(Op::Read, meta, async |scope| {
             scope.key(key);
             scope.version(version);
-            self.require_on(meta, Action::Read, key)?;
+            self.require_read(meta, key).await?;
             let at = Locator::Path {
                 project: key.project(),
                 path: key.path(),

@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use super::names::SecretKey;
 use super::{Op, RecordRef, RequestMeta, Value, Vault};
-use crate::auth::{secret_resource, Action};
+use crate::auth::Action;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::secrets::{self, Locator};
 
@@ -47,8 +47,7 @@ impl Vault {
             scope.version(Some(found.current_version));
             // The caller named only a UUID: a refusal must not tell it where
             // that secret lives.
-            let resource = secret_resource(&found.project, &found.path);
-            if !self.may(meta, Action::Read, &resource) {
+            if !self.may_read(meta, &found.project, &found.path).await? {
                 return Err(ApiError::denied(format!(
                     "Service '{}' does not have access to this secret",
                     meta.actor()

@@ -781,7 +781,8 @@ struct AuditSummary {
     outcome: String,
     error_code: Option<String>,
     /// Records of transitions the request caused besides its own (a read of a
-    /// missing secret records a stub: `stub_create`).
+    /// missing secret records a stub, `stub_create`; a denied read an access
+    /// request, `access_request`).
     side_effects: Vec<String>,
 }
 
@@ -850,9 +851,12 @@ fn check_record(
             side_effects: Vec::new(),
         });
     }
-    let (side, records): (Vec<&Document>, Vec<&Document>) = records
-        .iter()
-        .partition(|r| text(r, "action").as_deref() == Some("stub_create"));
+    let (side, records): (Vec<&Document>, Vec<&Document>) = records.iter().partition(|r| {
+        matches!(
+            text(r, "action").as_deref(),
+            Some("stub_create" | "access_request")
+        )
+    });
     let side_effects: Vec<String> = side
         .iter()
         .map(|r| {

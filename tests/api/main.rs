@@ -1,3 +1,4 @@
+mod access_requests;
 mod audit;
 mod auth;
 mod binary;
