@@ -1,3 +1,4 @@
+mod access_log;
 mod audit;
 mod auth;
 mod binary;
