@@ -88,6 +88,10 @@ pub struct Config {
     pub auth_failure_per_minute: u32,
     pub nats: Option<NatsSettings>,
     pub http: HttpSettings,
+    /// Start-up warnings (logged by `Application::build`): settings given in
+    /// both the environment and `config.yaml` with different values. The
+    /// environment wins. Never a secret value.
+    pub warnings: Vec<String>,
 }
 
 /// How the HTTP side serves: TLS or plain, API documentation on or off.
@@ -179,7 +183,18 @@ impl Config {
             errors: &mut errors,
         };
         let host = p.parse("HOST", raw.host, "0.0.0.0".parse().ok(), "an IP address");
-        let port = p.parse("PORT", raw.port, Some(8000u16), "a port number 0-65535");
+        let env_set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+        let (port_in_env, ttl_in_env, enabled_in_env) = (
+            env_set(&raw.port),
+            env_set(&raw.audit_ttl_days),
+            env_set(&raw.audit_enabled),
+        );
+        let port = p.parse(
+            "PORT",
+            raw.port,
+            Some(auth.port.unwrap_or(8000u16)),
+            "a port number 0-65535",
+        );
         let workers = match raw.workers.filter(|s| !s.trim().is_empty()) {
             None => None,
             Some(w) => p.bounded("WORKERS", Some(w), 1, 1, 256),
@@ -220,6 +235,30 @@ impl Config {
             0,
             36_500,
             "a whole number of days",
+        );
+        let mut warnings = Vec::new();
+        let file = &auth.source;
+        overridden(
+            &mut warnings,
+            ("PORT", port_in_env),
+            (file, "application.port", auth.port),
+            port,
+        );
+        overridden(
+            &mut warnings,
+            ("AUDIT_TTL_DAYS", ttl_in_env),
+            (
+                file,
+                "audit.retention_days` / `audit.ttl_days",
+                auth.audit_ttl_days,
+            ),
+            audit_ttl_days,
+        );
+        overridden(
+            &mut warnings,
+            ("AUDIT_ENABLED", enabled_in_env),
+            (file, "audit.enabled", auth.audit_enabled),
+            audit_enabled,
         );
         let trust_proxy_headers = p.boolean("TRUST_PROXY_HEADERS", raw.trust_proxy_headers, false);
         let trusted_proxies = collect(
@@ -354,6 +393,7 @@ impl Config {
                 log_format,
                 shutdown_timeout_secs,
                 http,
+                warnings,
             }),
             _ => Err(ConfigError(errors)),
         }
@@ -368,6 +408,23 @@ impl Config {
 /// The largest request body (HTTP) or message (NATS) for secrets of up to `max_secret_bytes`.
 fn body_limit(max_secret_bytes: usize) -> usize {
     max_secret_bytes.div_ceil(3) * 4 + 4096
+}
+
+/// Records a warning when the environment variable `env` is set and its value
+/// differs from the one `config.yaml` gives for `setting`: the environment wins.
+fn overridden<T: PartialEq + std::fmt::Display>(
+    warnings: &mut Vec<String>,
+    (env, in_env): (&str, bool),
+    (file, setting, in_file): (&str, &str, Option<T>),
+    effective: Option<T>,
+) {
+    if let (true, Some(in_file), Some(effective)) = (in_env, in_file, effective) {
+        if in_file != effective {
+            warnings.push(format!(
+                "`{env}` ({effective}) overrides `{setting}` ({in_file}) in {file}: the environment wins"
+            ));
+        }
+    }
 }
 
 /// The value, or `None` after recording the problem.
@@ -843,5 +900,46 @@ mod tests {
         assert!(err.to_string().contains("`10.0.0.0/99`"), "{err}");
         let c = with(&[("MASTER_KEY", KEY_B64), ("TRUSTED_PROXIES", "10.0.0.0/8")]).expect("valid");
         assert_ne!(c.trusted_proxies, crate::api::TrustedProxies::default());
+    }
+
+    #[test]
+    fn config_yaml_gives_defaults_and_the_environment_wins_with_a_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.yaml");
+        std::fs::write(
+            &file,
+            "application: {title: myVault, version: '0.1.0', port: 8100}\naudit: {enabled: true, log_access: true, retention_days: 90}\n",
+        )
+        .expect("write");
+        let file = file.to_str().expect("utf8");
+        let from_file = with(&[("MASTER_KEY", KEY_B64), ("CONFIG_FILE", file)]).expect("valid");
+        assert_eq!(from_file.port, 8100);
+        assert_eq!(from_file.audit_ttl_days, 90);
+        assert!(from_file.warnings.is_empty(), "{:?}", from_file.warnings);
+        let agreeing = with(&[
+            ("MASTER_KEY", KEY_B64),
+            ("CONFIG_FILE", file),
+            ("PORT", "8100"),
+        ])
+        .expect("valid");
+        assert!(agreeing.warnings.is_empty(), "{:?}", agreeing.warnings);
+        let env = with(&[
+            ("MASTER_KEY", KEY_B64),
+            ("CONFIG_FILE", file),
+            ("PORT", "9000"),
+            ("AUDIT_TTL_DAYS", "7"),
+            ("AUDIT_ENABLED", "false"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            (env.port, env.audit_ttl_days, env.audit_enabled),
+            (9000, 7, false)
+        );
+        let expected = [
+            format!("`PORT` (9000) overrides `application.port` (8100) in {file}: the environment wins"),
+            format!("`AUDIT_TTL_DAYS` (7) overrides `audit.retention_days` / `audit.ttl_days` (90) in {file}: the environment wins"),
+            format!("`AUDIT_ENABLED` (false) overrides `audit.enabled` (true) in {file}: the environment wins"),
+        ];
+        assert_eq!(env.warnings, expected);
     }
 }

@@ -405,6 +405,26 @@ impl From<VaultAuditEntry> for AuditEntry {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct AuditList {
     pub records: Vec<AuditEntry>,
+    /// Accesses among all records matching the query (not only this page).
+    #[serde(default)]
+    pub totals: AuditTotals,
+}
+
+/// Successful and failed accesses (an aggregated refusal counts as the
+/// requests it stands for; unsettled `pending` records count as neither).
+#[derive(Serialize, Deserialize, ToSchema, Default)]
+pub struct AuditTotals {
+    pub success: u64,
+    pub failed: u64,
+}
+
+impl From<crate::vault::audit_query::AuditTotals> for AuditTotals {
+    fn from(t: crate::vault::audit_query::AuditTotals) -> Self {
+        Self {
+            success: t.success,
+            failed: t.failed,
+        }
+    }
 }
 
 // ---- health ----

@@ -66,6 +66,9 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?
             .port();
+        for warning in &config.warnings {
+            tracing::warn!(setting_conflict = %warning, "configuration overridden by the environment");
+        }
         for name in config.auth.registry.without_token() {
             tracing::warn!(service = %name, "service has no token (set TOKEN_<name>); it cannot authenticate");
         }

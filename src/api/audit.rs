@@ -1,4 +1,5 @@
-//! `GET /api/audit`: the audit trail, for services holding `admin` on `audit`.
+//! `GET /api/audit`: the audit trail, for services holding `admin` on `audit`;
+//! one secret's access log for a service holding `admin` on that secret.
 
 use actix_web::{get, web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -30,7 +31,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
 
 /// Read the audit trail
 ///
-/// Newest first. Needs `admin` on `audit`.
+/// Newest first, with `totals` of successful and failed accesses among all
+/// matching records. Needs `admin` on `audit`; or, to read one secret's access
+/// log, `project` and `path` naming it and `admin` on `secret:<project>:<path>`.
 #[utoipa::path(
     tag = "audit",
     params(AuditQuery),
@@ -39,7 +42,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         (status = 200, body = AuditList),
         (status = 400, description = "Bad query", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 403, description = "Not an admin of the audit trail nor of the secret named", body = ErrorBody),
         (status = 429, description = "Too many failed authentications", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
@@ -58,8 +61,9 @@ async fn read(
         since: q.since,
         limit: q.limit.unwrap_or(DEFAULT_AUDIT_LIMIT),
     };
-    let records = state.vault.read_audit(&meta, query).await?;
+    let page = state.vault.read_audit(&meta, query).await?;
     Ok(HttpResponse::Ok().json(AuditList {
-        records: records.into_iter().map(AuditEntry::from).collect(),
+        records: page.records.into_iter().map(AuditEntry::from).collect(),
+        totals: page.totals.into(),
     }))
 }

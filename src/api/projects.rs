@@ -17,7 +17,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
 
 /// Register a project
 ///
-/// Needs `write` on `project:<name>`.
+/// Needs `write` on `project:<name>`, or any grant on a secret inside the
+/// project (`secret:<name>:...`), unless `write` on it is explicitly denied.
 #[utoipa::path(
     tag = "projects",
     request_body = CreateProjectRequest,

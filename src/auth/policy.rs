@@ -53,6 +53,8 @@ pub struct Rule {
     pub effect: Effect,
     pub actions: Vec<Action>,
     pub resources: Vec<WildMatch>,
+    /// The patterns as written (`resources` compiled them).
+    patterns: Vec<String>,
 }
 
 impl Rule {
@@ -61,6 +63,7 @@ impl Rule {
             effect,
             actions,
             resources: patterns.iter().map(|p| WildMatch::new(p)).collect(),
+            patterns: patterns.to_vec(),
         }
     }
 
@@ -92,6 +95,56 @@ impl PolicyEngine {
             }
         }
         allowed
+    }
+
+    /// Whether any allow rule of `service` reaches a secret inside `project`
+    /// (`secret:<project>:<some path>`), for any action.
+    pub fn grants_anything_in_project(&self, service: &str, project: &str) -> bool {
+        let prefix = format!("secret:{project}:");
+        self.rules.get(service).is_some_and(|rules| {
+            rules
+                .iter()
+                .filter(|r| r.effect == Effect::Allow)
+                .flat_map(|r| r.patterns.iter())
+                .any(|p| may_match_below(p, &prefix))
+        })
+    }
+
+    /// Who may register project `name`: a service with `write` on
+    /// `project:<name>`, or one granted anything inside the project, unless
+    /// `write` on `project:<name>` is explicitly denied to it.
+    pub fn may_register_project(&self, service: &str, name: &str) -> bool {
+        let resource = project_resource(name);
+        self.is_allowed(service, Action::Write, &resource)
+            || (self.grants_anything_in_project(service, name)
+                && !self.is_denied(service, Action::Write, &resource))
+    }
+
+    /// An explicit deny rule covers `action` on `resource`.
+    fn is_denied(&self, service: &str, action: Action, resource: &str) -> bool {
+        self.rules.get(service).is_some_and(|rules| {
+            rules
+                .iter()
+                .any(|r| r.effect == Effect::Deny && r.applies(action, resource))
+        })
+    }
+}
+
+/// Whether `pattern` (`*` = any run, `?` = one character) matches some string
+/// that starts with `prefix` and has at least one character after it.
+fn may_match_below(pattern: &str, prefix: &str) -> bool {
+    let mut rest = prefix.chars();
+    let mut pattern = pattern.chars();
+    loop {
+        match (pattern.next(), rest.next()) {
+            // A star can take the rest of the prefix and any path after it.
+            (Some('*'), _) => return true,
+            // The prefix is matched; what is left matches some path.
+            (Some(_), None) => return true,
+            (Some('?'), Some(_)) => {}
+            (Some(p), Some(c)) if p == c => {}
+            _ => return false,
+        }
     }
 }
 
@@ -307,6 +360,67 @@ mod tests {
     fn bad_shorthand_is_rejected() {
         for bad in ["noproject", "p*:x", "a:b*", ":x"] {
             assert!(shorthand_rules(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn anything_granted_inside_a_project_lets_a_service_register_it() {
+        let e = PolicyEngine::new(HashMap::from([
+            (
+                "newsbot-api".to_string(),
+                shorthand_rules("newsbot:prod/,common:").expect("valid"),
+            ),
+            (
+                "worker".to_string(),
+                vec![allow(&[Action::Read], &["secret:myproject:prod/worker/*"])],
+            ),
+            (
+                "editor".to_string(),
+                vec![allow(&[Action::Read], &["secret:myproject*:prod/*"])],
+            ),
+            (
+                "odd".to_string(),
+                vec![
+                    allow(&[Action::Read], &["secret:a?c:*", "secret:exact:"]),
+                    deny(&[Action::Write], &["project:abc"]),
+                ],
+            ),
+            (
+                "denied-inside".to_string(),
+                vec![deny(&[Action::Read], &["secret:newsbot:*"])],
+            ),
+            (
+                "everything".to_string(),
+                vec![allow(&[Action::Read], &["*"])],
+            ),
+        ]));
+        let cases = [
+            ("newsbot-api", "newsbot", true, "a prefix inside it"),
+            ("newsbot-api", "common", true, "the whole project"),
+            ("newsbot-api", "newsbots", false, "a longer name"),
+            ("newsbot-api", "news", false, "a shorter name"),
+            ("worker", "myproject", true, "a read grant is a grant"),
+            ("worker", "myproject-eu", false, "another project"),
+            ("editor", "myproject-eu", true, "a wildcard in the project"),
+            ("editor", "other", false, "the wildcard does not reach it"),
+            ("odd", "abd", false, "`?` is one character"),
+            (
+                "odd",
+                "abc",
+                false,
+                "an explicit deny of `write` on the project",
+            ),
+            ("odd", "exact", false, "an empty path is no secret"),
+            ("denied-inside", "newsbot", false, "a deny is no grant"),
+            ("everything", "anything", true, "`*`"),
+            ("nobody", "newsbot", false, "unknown service"),
+        ];
+        for (service, project, expected, case) in cases {
+            assert_eq!(
+                e.may_register_project(service, project),
+                expected,
+                "{case}: {service} registering {project}"
+            );
         }
     }
 }

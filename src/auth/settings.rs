@@ -20,6 +20,18 @@ pub struct FileConfig {
     pub audit: Option<AuditEntry>,
     #[serde(default)]
     pub nats: Option<NatsEntry>,
+    /// myVault's `application:` block: `port` is the default port (`PORT` wins);
+    /// `title` and `version` are accepted and only informational.
+    #[serde(default)]
+    pub application: Option<ApplicationEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationEntry {
+    pub title: Option<String>,
+    pub version: Option<String>,
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +87,11 @@ fn enabled_default() -> bool {
 pub struct AuditEntry {
     pub enabled: Option<bool>,
     pub ttl_days: Option<u32>,
+    /// myVault's name for `ttl_days`.
+    pub retention_days: Option<u32>,
+    /// myVault's switch for logging reads. Every access is always audited here,
+    /// so only `true` is accepted.
+    pub log_access: Option<bool>,
 }
 
 /// What the service needs to authenticate and authorise callers.
@@ -84,6 +101,8 @@ pub struct AuthSettings {
     pub policies: PolicyEngine,
     pub audit_enabled: Option<bool>,
     pub audit_ttl_days: Option<u32>,
+    /// `application.port`: the port when `PORT` is not set.
+    pub port: Option<u16>,
     /// `nats.acl` as written: (subject, operations). The NATS module checks them.
     pub nats_acl: Vec<(String, Vec<String>)>,
     /// Where the settings came from (the config file's path), for error messages.
@@ -134,6 +153,30 @@ pub fn load(
         }
     };
     build(&file, &path.display().to_string(), env, errors)
+}
+
+/// `audit.ttl_days` or its myVault name `audit.retention_days` (both only if equal),
+/// and `audit.log_access`, which may only be `true`.
+fn audit_settings(
+    audit: Option<&AuditEntry>,
+    source: &str,
+    errors: &mut Vec<String>,
+) -> Option<u32> {
+    let audit = audit?;
+    if audit.log_access == Some(false) {
+        errors.push(format!(
+            "{source}: `audit.log_access: false` is not supported: every access is audited (leave it out or set `true`)"
+        ));
+    }
+    match (audit.ttl_days, audit.retention_days) {
+        (Some(ttl), Some(retention)) if ttl != retention => {
+            errors.push(format!(
+                "{source}: `audit.ttl_days` ({ttl}) and `audit.retention_days` ({retention}) disagree; give one"
+            ));
+            None
+        }
+        (ttl, retention) => ttl.or(retention),
+    }
 }
 
 fn build(
@@ -206,7 +249,8 @@ fn build(
         registry,
         policies: PolicyEngine::new(rules),
         audit_enabled: file.audit.as_ref().and_then(|a| a.enabled),
-        audit_ttl_days: file.audit.as_ref().and_then(|a| a.ttl_days),
+        audit_ttl_days: audit_settings(file.audit.as_ref(), source, errors),
+        port: file.application.as_ref().and_then(|a| a.port),
     }
 }
 
@@ -368,5 +412,50 @@ services:
             .is_allowed("a", Action::Read, "secret:proj:x/1"));
         let bad = parse("", &[("ALLOW_a", "nocolon")]).expect_err("bad shorthand");
         assert!(bad[0].contains("`ALLOW_a`"), "{bad:?}");
+    }
+
+    #[test]
+    fn myvault_application_and_audit_fields_are_accepted() {
+        let s = parse(
+            "application: {title: myVault, version: '0.1.0', port: 8000}\naudit: {enabled: true, log_access: true, retention_days: 90}",
+            &[],
+        )
+        .expect("myVault fields");
+        assert_eq!(s.port, Some(8000));
+        assert_eq!(s.audit_ttl_days, Some(90));
+        assert_eq!(s.audit_enabled, Some(true));
+        let same = parse("audit: {ttl_days: 30, retention_days: 30}", &[]).expect("equal");
+        assert_eq!(same.audit_ttl_days, Some(30));
+    }
+
+    #[test]
+    fn myvault_fields_that_cannot_mean_what_they_say_are_refused() {
+        let cases = [
+            (
+                "audit: {log_access: false}",
+                "`audit.log_access: false` is not supported",
+            ),
+            (
+                "audit: {ttl_days: 30, retention_days: 90}",
+                "`audit.ttl_days` (30) and `audit.retention_days` (90) disagree",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let errors = parse(yaml, &[]).expect_err(yaml);
+            assert!(
+                errors.iter().any(|e| e.contains(expected)),
+                "{yaml}: {errors:?}"
+            );
+        }
+        for typo in [
+            "application: {name: x}",
+            "audit: {log_reads: true}",
+            "application: {port: http}",
+        ] {
+            assert!(
+                serde_norway::from_str::<FileConfig>(typo).is_err(),
+                "{typo} must be refused"
+            );
+        }
     }
 }

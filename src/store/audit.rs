@@ -9,6 +9,8 @@ use super::StoreError;
 
 pub const COLLECTION: &str = "audit_logs";
 pub const TTL_INDEX: &str = "ts_ttl";
+/// Serves the per-secret access log (`project` + `path`, newest first) and its totals.
+pub const SECRET_INDEX: &str = "project_path_ts";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -89,6 +91,15 @@ pub async fn settle(db: &Database, record: &AuditRecord) -> Result<(), StoreErro
 /// (`collMod`), or rebuilds it; records are never dropped by the change.
 pub async fn ensure_indexes(db: &Database, ttl_days: u32) -> Result<(), StoreError> {
     let coll = collection(db);
+    let per_secret = IndexModel::builder()
+        .keys(doc! { "project": 1, "path": 1, "ts": -1 })
+        .options(
+            IndexOptions::builder()
+                .name(SECRET_INDEX.to_string())
+                .build(),
+        )
+        .build();
+    coll.create_index(per_secret).await?;
     let wanted: Option<i64> = (ttl_days > 0).then(|| i64::from(ttl_days) * 86_400);
     let existing = current_ttl(db).await?;
     match existing {
@@ -184,9 +195,7 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-/// Newest first.
-pub async fn query(db: &Database, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-    use futures_util::TryStreamExt as _;
+fn filter_document(f: &AuditFilter) -> Document {
     let mut filter = Document::new();
     if let Some(p) = &f.project {
         filter.insert("project", p);
@@ -200,6 +209,13 @@ pub async fn query(db: &Database, f: &AuditFilter) -> Result<Vec<AuditRecord>, S
     if let Some(since) = f.since {
         filter.insert("ts", doc! { "$gte": since });
     }
+    filter
+}
+
+/// Newest first.
+pub async fn query(db: &Database, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+    use futures_util::TryStreamExt as _;
+    let filter = filter_document(f);
     let cursor = collection(db)
         .find(filter)
         .sort(doc! { "ts": -1 })
@@ -207,4 +223,44 @@ pub async fn query(db: &Database, f: &AuditFilter) -> Result<Vec<AuditRecord>, S
         .projection(doc! { "_id": 0 })
         .await?;
     Ok(cursor.try_collect().await?)
+}
+
+/// Accesses recorded by the records matching `f` (all of them, not only one
+/// page): successful ones, and failed ones (every outcome but `success` and
+/// `pending`; an aggregated refusal counts as the requests it stands for).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AuditTotals {
+    pub success: u64,
+    pub failed: u64,
+}
+
+pub async fn totals(db: &Database, f: &AuditFilter) -> Result<AuditTotals, StoreError> {
+    use futures_util::TryStreamExt as _;
+    let pipeline = [
+        doc! { "$match": filter_document(f) },
+        doc! { "$group": {
+            "_id": "$outcome",
+            "n": { "$sum": { "$ifNull": ["$count", 1] } },
+        } },
+    ];
+    let groups: Vec<Document> = collection(db)
+        .aggregate(pipeline)
+        .await?
+        .try_collect()
+        .await?;
+    let mut totals = AuditTotals::default();
+    for group in groups {
+        let n = match group.get("n") {
+            Some(mongodb::bson::Bson::Int32(i)) => u64::try_from(*i).unwrap_or(0),
+            Some(mongodb::bson::Bson::Int64(i)) => u64::try_from(*i).unwrap_or(0),
+            Some(mongodb::bson::Bson::Double(d)) => *d as u64,
+            _ => 0,
+        };
+        match group.get_str("_id") {
+            Ok("success") => totals.success += n,
+            Ok("pending") => {}
+            _ => totals.failed += n,
+        }
+    }
+    Ok(totals)
 }

@@ -1,10 +1,17 @@
-//! Reading the audit trail: services holding `admin` on `audit` only.
+//! Reading the audit trail. A service holding `admin` on `audit` reads all of
+//! it. Any other service reads the access log of one secret on which it holds
+//! `admin` (`secret:<project>:<path>`), naming it with `project` and `path`:
+//! the query then runs on the `(project, path, ts)` index, so it stays bounded
+//! by that secret's own history. Both get the totals of successful and failed
+//! accesses among all the records matching the query.
 
 use chrono::{DateTime, Utc};
 
+use super::names::SecretKey;
 use super::{utc, Op, RequestMeta, Vault};
-use crate::auth::Action;
+use crate::auth::{secret_resource, Action};
 use crate::error::{ApiError, ErrorCode};
+pub use crate::store::audit::AuditTotals;
 use crate::store::audit::{self, AuditFilter, AuditRecord};
 
 pub const MAX_AUDIT_LIMIT: i64 = 1000;
@@ -60,16 +67,22 @@ impl From<AuditRecord> for AuditEntry {
     }
 }
 
+/// One page of records, newest first, and the totals over every matching record.
+pub struct AuditPage {
+    pub records: Vec<AuditEntry>,
+    pub totals: AuditTotals,
+}
+
 impl Vault {
     pub async fn read_audit(
         &self,
         meta: &RequestMeta,
         query: AuditQuery,
-    ) -> Result<Vec<AuditEntry>, ApiError> {
+    ) -> Result<AuditPage, ApiError> {
         self.run(Op::AuditRead, meta, async |scope| {
             scope.project(query.project.as_deref());
             scope.path(query.path.as_deref());
-            self.require(meta, Action::Admin, "audit", "audit")?;
+            self.may_read_audit(meta, &query)?;
             if !(1..=MAX_AUDIT_LIMIT).contains(&query.limit) {
                 return Err(ApiError::new(
                     ErrorCode::InvalidLimit,
@@ -84,8 +97,32 @@ impl Vault {
                 limit: query.limit,
             };
             let records = audit::query(self.db(), &filter).await?;
-            Ok(records.into_iter().map(AuditEntry::from).collect())
+            let totals = audit::totals(self.db(), &filter).await?;
+            Ok(AuditPage {
+                records: records.into_iter().map(AuditEntry::from).collect(),
+                totals,
+            })
         })
         .await
+    }
+
+    /// `admin` on `audit`, or on the one secret the query names.
+    fn may_read_audit(&self, meta: &RequestMeta, query: &AuditQuery) -> Result<(), ApiError> {
+        if self.may(meta, Action::Admin, "audit") {
+            return Ok(());
+        }
+        match (&query.project, &query.path) {
+            (Some(project), Some(path)) => {
+                // Checked names: no `*` or `:` can widen what the grant is matched against.
+                let key = SecretKey::new(project, path)?;
+                self.require(
+                    meta,
+                    Action::Admin,
+                    &secret_resource(key.project(), key.path()),
+                    &format!("{}:{}", key.project(), key.path()),
+                )
+            }
+            _ => Err(ApiError::forbidden(meta.actor(), "audit")),
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Projects: a registry of names with descriptions. Secrets may live in a
 //! project before it is registered (as Vault paths do); registering documents it.
+//! Registering needs `write` on `project:<name>` or any grant inside the
+//! project (`PolicyEngine::may_register_project`).
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::DateTime as BsonDateTime;
@@ -41,12 +43,17 @@ impl Vault {
         self.run(Op::ProjectCreate, meta, async |scope| {
             check_description(&description)?;
             scope.project(Some(name.as_str()));
-            self.require(
-                meta,
-                Action::Write,
-                &project_resource(name.as_str()),
-                &format!("project {}", name.as_str()),
-            )?;
+            // A service granted anything inside a project may register it (the
+            // myVault tutorial's `newsbot-api`, granted `newsbot:prod/`).
+            if !self
+                .policies
+                .may_register_project(meta.actor(), name.as_str())
+            {
+                return Err(ApiError::forbidden(
+                    meta.actor(),
+                    &format!("project {}", name.as_str()),
+                ));
+            }
             let doc = ProjectDoc {
                 id: uuid::Uuid::new_v4().to_string(),
                 name: name.as_str().to_string(),

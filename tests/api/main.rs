@@ -1,3 +1,4 @@
+mod access_log;
 mod access_requests;
 mod audit;
 mod auth;
@@ -15,6 +16,7 @@ mod health;
 mod helpers;
 mod keys;
 mod limits;
+mod myvault;
 mod named;
 mod nats;
 mod openapi;
@@ -22,3 +24,4 @@ mod policies;
 mod scripts;
 mod stubs;
 mod tls;
+mod tutorial;

@@ -1,0 +1,202 @@
+//! `GET /api/audit` as a per-secret access log (the Mahavishnu spec's
+//! `get_access_log`): a service holding `admin` on one secret reads that
+//! secret's records, with totals of successful and failed accesses.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with_config, Identity, Response, TestApp};
+
+const CONFIG: &str = r#"
+policies:
+  - name: db-owner
+    permissions:
+      - effect: allow
+        actions: [read, admin]
+        resources: ["secret:billing:prod/db"]
+  - name: writer
+    permissions:
+      - effect: allow
+        actions: [read, write, list]
+        resources: ["secret:billing:*"]
+  - name: auditor
+    permissions:
+      - effect: allow
+        actions: [admin]
+        resources: ["audit"]
+services:
+  - name: owner
+    roles: [db-owner]
+  - name: writer
+    roles: [writer]
+  - name: auditor
+    roles: [auditor]
+  - name: outsider
+    roles: []
+"#;
+
+async fn call(
+    app: &TestApp,
+    who: &Identity,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Response {
+    let mut req = app.request_as(Some(who), method, path);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    TestApp::send(req).await
+}
+
+#[tokio::test]
+async fn an_admin_of_a_secret_reads_its_access_log_with_totals() {
+    let [owner, writer, auditor, outsider] =
+        ["owner", "writer", "auditor", "outsider"].map(Identity::new);
+    let app = spawn_app_with_config(
+        CONFIG,
+        &[
+            ("TOKEN_owner", &owner.token),
+            ("TOKEN_writer", &writer.token),
+            ("TOKEN_auditor", &auditor.token),
+            ("TOKEN_outsider", &outsider.token),
+        ],
+    )
+    .await;
+    for path in ["prod/db", "prod/other"] {
+        let body = json!({ "project": "billing", "path": path, "value": "v" });
+        let res = call(&app, &writer, Method::POST, "/api/secrets", Some(body)).await;
+        assert_eq!(res.status, 201, "{}", res.text);
+    }
+    for who in [&writer, &owner] {
+        let res = call(&app, who, Method::GET, "/api/secrets/billing/prod/db", None).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+    }
+    for _ in 0..2 {
+        call(
+            &app,
+            &outsider,
+            Method::GET,
+            "/api/secrets/billing/prod/db",
+            None,
+        )
+        .await
+        .assert_error(403, "forbidden");
+    }
+    call(
+        &app,
+        &writer,
+        Method::GET,
+        "/api/secrets/billing/prod/other",
+        None,
+    )
+    .await;
+
+    let log = call(
+        &app,
+        &owner,
+        Method::GET,
+        "/api/audit?project=billing&path=prod/db",
+        None,
+    )
+    .await;
+
+    assert_eq!(log.status, 200, "{}", log.text);
+    let log = log.json();
+    let records = log["records"].as_array().expect("records");
+    assert_eq!(
+        records.len(),
+        6,
+        "create, two reads, two refused reads and the access request the first refusal opened: {log}"
+    );
+    for r in records {
+        assert_eq!(
+            (&r["project"], &r["path"]),
+            (&json!("billing"), &json!("prod/db")),
+            "{r}"
+        );
+    }
+    assert_eq!(records[0]["actor"], "outsider", "newest first");
+    assert_eq!(log["totals"], json!({ "success": 4, "failed": 2 }));
+    let page = call(
+        &app,
+        &owner,
+        Method::GET,
+        "/api/audit?project=billing&path=prod/db&limit=1",
+        None,
+    )
+    .await;
+    let page = page.json();
+    assert_eq!(page["records"].as_array().expect("records").len(), 1);
+    assert_eq!(
+        page["totals"],
+        json!({ "success": 5, "failed": 2 }),
+        "totals cover every match, the first log read (`audit_read`) included"
+    );
+
+    let refused = [
+        (&owner, "/api/audit", "'audit'"),
+        (&owner, "/api/audit?project=billing", "'audit'"),
+        (
+            &owner,
+            "/api/audit?project=billing&path=prod/other",
+            "'billing:prod/other'",
+        ),
+        (
+            &writer,
+            "/api/audit?project=billing&path=prod/db",
+            "'billing:prod/db'",
+        ),
+        (
+            &outsider,
+            "/api/audit?project=billing&path=prod/db",
+            "'billing:prod/db'",
+        ),
+    ];
+    for (who, path, target) in refused {
+        let message = call(&app, who, Method::GET, path, None)
+            .await
+            .assert_error(403, "forbidden");
+        assert!(
+            message.ends_with(target),
+            "{} {path}: {message}",
+            who.service
+        );
+    }
+    let wildcard = call(
+        &app,
+        &owner,
+        Method::GET,
+        "/api/audit?project=billing&path=prod/*",
+        None,
+    )
+    .await;
+    assert_eq!(
+        wildcard.status, 400,
+        "a pattern is not a path: {}",
+        wildcard.text
+    );
+
+    let all = call(
+        &app,
+        &auditor,
+        Method::GET,
+        "/api/audit?project=billing&path=prod/db",
+        None,
+    )
+    .await;
+    let all = all.json();
+    assert_eq!(
+        all["totals"],
+        json!({ "success": 6, "failed": 4 }),
+        "plus the owner's two log reads and the two refused ones: {all}"
+    );
+    let everything = call(&app, &auditor, Method::GET, "/api/audit", None).await;
+    assert_eq!(everything.status, 200);
+    let totals = &everything.json()["totals"];
+    assert!(
+        totals["success"].as_u64().expect("success") >= 7,
+        "{totals}"
+    );
+    assert!(totals["failed"].as_u64().expect("failed") >= 7, "{totals}");
+}
