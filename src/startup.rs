@@ -84,13 +84,15 @@ impl Application {
                 db,
                 keyring,
                 config.auth.registry.clone(),
-                config.auth.policies.clone(),
+                config.auth.bootstrap.clone(),
                 FailureLimiter::new(config.auth_failure_burst, config.auth_failure_per_minute),
                 limits,
             )?,
             max_body_bytes: config.max_body_bytes(),
             proxies: config.trusted_proxies.clone(),
         });
+        state.vault.reload_policies().await?;
+        state.vault.spawn_policy_watch();
         if let Some(nats) = config.nats.clone() {
             crate::nats::spawn(state.vault.clone(), nats)
                 .await
@@ -132,6 +134,7 @@ fn run(
             .configure(api::projects::configure)
             .configure(api::audit::configure)
             .configure(api::access_requests::configure)
+            .configure(api::policies::configure)
             .configure(api::sys::configure)
             .split_for_parts();
         // Without the docs, `/docs/` and `/openapi.json` fall through to the JSON 404.

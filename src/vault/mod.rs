@@ -13,6 +13,7 @@ pub mod audit_query;
 pub mod keys;
 pub mod named;
 pub mod names;
+pub mod policies;
 pub mod projects;
 pub mod seed;
 
@@ -28,7 +29,7 @@ use crate::auth::identity::ServiceRegistry;
 use crate::auth::limiter::{
     clip, FailureLimiter, LimitKey, Refusal, Refused, ACTOR_MAX_CHARS, FIELD_MAX_CHARS,
 };
-use crate::auth::policy::PolicyEngine;
+use crate::auth::settings::Bootstrap;
 use crate::auth::Action;
 use crate::crypto::{record_aad, record_aad_v1, CryptoError, Keyring, AAD_FORMAT};
 use crate::error::{ApiError, ErrorCode, Outcome};
@@ -66,6 +67,11 @@ pub enum Op {
     AccessRequestList,
     AccessGrant,
     AccessDeny,
+    PolicyList,
+    PolicyRead,
+    PolicyPut,
+    PolicyDelete,
+    ServiceRoles,
 }
 
 impl Op {
@@ -95,6 +101,11 @@ impl Op {
             Op::AccessRequestList => "access_request_list",
             Op::AccessGrant => "access_grant",
             Op::AccessDeny => "access_deny",
+            Op::PolicyList => "policy_list",
+            Op::PolicyRead => "policy_read",
+            Op::PolicyPut => "policy_put",
+            Op::PolicyDelete => "policy_delete",
+            Op::ServiceRoles => "service_roles",
         }
     }
 }
@@ -199,7 +210,7 @@ pub struct Vault {
     audit_sink: AuditSink,
     keyring: Arc<Keyring>,
     registry: Arc<ServiceRegistry>,
-    policies: Arc<PolicyEngine>,
+    policies: Arc<policies::LivePolicies>,
     limiter: Arc<FailureLimiter>,
     limits: Arc<Limits>,
     audit_publisher: Arc<std::sync::OnceLock<AuditPublisher>>,
@@ -250,7 +261,7 @@ impl Vault {
         db: Database,
         keyring: Arc<Keyring>,
         registry: ServiceRegistry,
-        policies: PolicyEngine,
+        policies: Bootstrap,
         limiter: FailureLimiter,
         limits: Limits,
     ) -> Result<Self, crate::crypto::KeyringError> {
@@ -261,7 +272,7 @@ impl Vault {
             db,
             keyring,
             registry: Arc::new(registry),
-            policies: Arc::new(policies),
+            policies: Arc::new(policies::LivePolicies::new(policies)),
             limiter: Arc::new(limiter),
             limits: Arc::new(limits),
             audit_publisher: Arc::default(),

@@ -21,6 +21,7 @@ mod named;
 mod nats;
 mod openapi;
 mod policies;
+mod runtime_policies;
 mod scripts;
 mod stubs;
 mod tls;
