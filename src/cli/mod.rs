@@ -13,7 +13,7 @@ use crate::crypto::MasterKey;
 use crate::startup::Application;
 use crate::telemetry;
 use crate::vault::names::{ProjectName, SecretKey};
-use client::{Client, Conn, EnvSecret, KeyCommand};
+use client::{Client, Conn, EnvSecret, KeyCommand, PolicyCommand};
 
 #[derive(Parser)]
 #[command(
@@ -129,6 +129,13 @@ enum Command {
         conn: Conn,
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Run-time policies: get, put NAME FILE.json, delete (admin).
+    Policy {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Check the service is ready and the credentials work.
     Status {
@@ -332,6 +339,7 @@ fn client_command(command: Command) -> ExitCode {
             | Command::List { conn, .. }
             | Command::Versions { conn, .. }
             | Command::Key { conn, .. }
+            | Command::Policy { conn, .. }
             | Command::Status { conn }
             | Command::Run { conn, .. } => conn.clone(),
             _ => return ExitCode::from(2),
@@ -370,6 +378,7 @@ fn client_command(command: Command) -> ExitCode {
             } => client.list(project, prefix, limit, cursor, all).await,
             Command::Versions { key, .. } => client.versions(&key).await,
             Command::Key { command, .. } => client.key(command).await,
+            Command::Policy { command, .. } => client.policy(command).await,
             Command::Status { .. } => client.status().await,
             Command::Run {
                 secrets, command, ..

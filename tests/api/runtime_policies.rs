@@ -433,3 +433,61 @@ async fn only_admins_manage_policies() {
     assert_eq!(audited(&r.a, "policy_put", "denied").await, 2);
     assert_eq!(audited(&r.a, "service_roles", "denied").await, 2);
 }
+
+/// Runs the built binary's client against `app` as `who`.
+async fn cli(app: &TestApp, who: &Identity, args: &[&str]) -> std::process::Output {
+    let (url, who) = (app.address.clone(), who.clone());
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_secret-manager"))
+            .args(&args)
+            .env("VAULT_URL", url)
+            .env("VAULT_SERVICE", &who.service)
+            .env("VAULT_TOKEN", &who.token)
+            .env_remove("VAULT_TOKEN_FILE")
+            .output()
+            .expect("binary runs")
+    })
+    .await
+    .expect("blocking")
+}
+
+#[tokio::test]
+async fn the_cli_gets_puts_and_deletes_policies() {
+    let r = replicas().await;
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), billing_reader().to_string()).expect("write");
+    let path = file.path().to_str().expect("utf8");
+
+    let put = cli(&r.a, &r.admin, &["policy", "put", "billing-reader", path]).await;
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let got = cli(&r.a, &r.admin, &["policy", "get", "billing-reader"]).await;
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let got: Value = serde_json::from_slice(&got.stdout).expect("JSON");
+    assert_eq!(got["permissions"], billing_reader()["permissions"]);
+    assert_eq!(got["source"], "runtime");
+
+    let refused = cli(&r.a, &r.admin, &["policy", "delete", "ops"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("409 managed_by_config"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let deleted = cli(&r.a, &r.admin, &["policy", "delete", "billing-reader"]).await;
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let gone = cli(&r.a, &r.admin, &["policy", "get", "billing-reader"]).await;
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("404 policy_not_found"));
+}
