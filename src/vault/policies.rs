@@ -422,3 +422,144 @@ impl Vault {
 fn not_found() -> ApiError {
     ApiError::new(ErrorCode::PolicyNotFound, "no policy with that name")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::policy::{shorthand_rules, Effect};
+    use crate::auth::settings::NamedPolicy;
+
+    fn perm(effect: &str, actions: &[&str], resources: &[&str]) -> PermissionDoc {
+        PermissionDoc {
+            effect: effect.into(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            resources: resources.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    fn policy(name: &str, permissions: Vec<PermissionDoc>) -> PolicyDoc {
+        PolicyDoc {
+            name: name.into(),
+            description: None,
+            permissions,
+            updated_at: BsonDateTime::now(),
+            updated_by: "admin".into(),
+        }
+    }
+
+    fn binding(service: &str, roles: &[&str]) -> BindingDoc {
+        BindingDoc {
+            service: service.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            updated_at: BsonDateTime::now(),
+            updated_by: "admin".into(),
+        }
+    }
+
+    /// config.yaml: policy `cfg` (read on `cfg`), service `fixed` with it;
+    /// the environment: `shorty` with shorthand `short:`.
+    fn live() -> LivePolicies {
+        let cfg_rules = vec![Rule::new(
+            Effect::Allow,
+            vec![Action::Read],
+            &["secret:cfg:*".to_string()],
+        )];
+        let engine = PolicyEngine::new(HashMap::from([
+            ("fixed".to_string(), cfg_rules.clone()),
+            (
+                "shorty".to_string(),
+                shorthand_rules("short:").expect("valid"),
+            ),
+        ]));
+        LivePolicies::new(Bootstrap {
+            engine,
+            policies: [(
+                "cfg".to_string(),
+                NamedPolicy {
+                    description: None,
+                    permissions: Vec::new(),
+                    rules: cfg_rules,
+                },
+            )]
+            .into(),
+            services: ["fixed".to_string()].into(),
+        })
+    }
+
+    #[test]
+    fn run_time_roles_add_to_the_bootstrap_and_never_override_it() {
+        let live = live();
+        let stored = [
+            policy("rt", vec![perm("allow", &["read"], &["secret:rt:*"])]),
+            policy(
+                "no-rt-root",
+                vec![perm("deny", &["read"], &["secret:rt:root/*"])],
+            ),
+        ];
+        let bindings = [
+            binding("shorty", &["rt", "no-rt-root"]),
+            binding("newcomer", &["cfg", "gone"]),
+            // A config.yaml service's role list is read-only: ignored.
+            binding("fixed", &["rt"]),
+        ];
+        live.install(1, live.build(&stored, &bindings));
+        let cases = [
+            (
+                "shorty keeps its shorthand",
+                "shorty",
+                "secret:short:x",
+                true,
+            ),
+            (
+                "shorty gains its run-time role",
+                "shorty",
+                "secret:rt:x",
+                true,
+            ),
+            (
+                "deny beats allow across roles",
+                "shorty",
+                "secret:rt:root/k",
+                false,
+            ),
+            (
+                "a run-time-only service gets a config policy",
+                "newcomer",
+                "secret:cfg:x",
+                true,
+            ),
+            (
+                "a role whose policy is gone adds nothing",
+                "newcomer",
+                "secret:rt:x",
+                false,
+            ),
+            (
+                "a config service's binding is ignored",
+                "fixed",
+                "secret:rt:x",
+                false,
+            ),
+            (
+                "a config service keeps its roles",
+                "fixed",
+                "secret:cfg:x",
+                true,
+            ),
+            ("default deny", "stranger", "secret:cfg:x", false),
+        ];
+        for (case, service, resource, expected) in cases {
+            assert_eq!(
+                live.is_allowed(service, Action::Read, resource),
+                expected,
+                "{case}"
+            );
+        }
+        // An older snapshot never replaces a newer one.
+        live.install(0, live.build(&[], &[]));
+        assert!(live.is_allowed("shorty", Action::Read, "secret:rt:x"));
+        live.install(2, live.build(&[], &[]));
+        assert!(!live.is_allowed("shorty", Action::Read, "secret:rt:x"));
+        assert!(live.is_allowed("shorty", Action::Read, "secret:short:x"));
+    }
+}
