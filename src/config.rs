@@ -87,6 +87,8 @@ pub struct Config {
     pub auth_failure_burst: u32,
     pub auth_failure_per_minute: u32,
     pub nats: Option<NatsSettings>,
+    /// Where change events are POSTed (`WEBHOOK_URL`), when set.
+    pub webhook: Option<crate::webhook::WebhookSettings>,
     pub http: HttpSettings,
     /// Start-up warnings (logged by `Application::build`): settings given in
     /// both the environment and `config.yaml` with different values. The
@@ -173,6 +175,7 @@ impl Config {
         );
         let max_payload = max_secret_bytes.map_or(0, body_limit);
         let nats = nats_settings(&raw, env, nats_acl, max_payload, &mut errors);
+        let webhook = webhook_settings(env, &mut errors);
         let http = http_settings(&mut raw, &mut errors);
         let write_concern = collect(
             &mut errors,
@@ -367,6 +370,7 @@ impl Config {
             ) if errors.is_empty() => Ok(Config {
                 trusted_proxies: trusted_proxies.unwrap_or_default(),
                 nats,
+                webhook,
                 master_key_previous,
                 keyring,
                 auth,
@@ -501,6 +505,34 @@ impl Parser<'_> {
             settings::boolean(name, value.as_deref(), default),
         )
     }
+}
+
+/// `WEBHOOK_URL` (http or https) and its signing key `WEBHOOK_SECRET(_FILE)`,
+/// required with it.
+fn webhook_settings(
+    env: &[(String, String)],
+    errors: &mut Vec<String>,
+) -> Option<crate::webhook::WebhookSettings> {
+    let url = env
+        .iter()
+        .find(|(k, _)| k == "WEBHOOK_URL")
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        errors.push("`WEBHOOK_URL` must start with `http://` or `https://`".into());
+    }
+    let secret = collect(errors, settings::secret(env, "WEBHOOK_SECRET")).flatten();
+    let Some(secret) = secret else {
+        errors.push(
+            "`WEBHOOK_URL` needs `WEBHOOK_SECRET` or `WEBHOOK_SECRET_FILE` (the signing key)"
+                .into(),
+        );
+        return None;
+    };
+    Some(crate::webhook::WebhookSettings {
+        url: url.to_string(),
+        secret: secret.value,
+    })
 }
 
 /// The NATS bridge's settings, when `NATS_URL` turns it on.

@@ -91,6 +91,9 @@ impl Application {
             max_body_bytes: config.max_body_bytes(),
             proxies: config.trusted_proxies.clone(),
         });
+        if let Some(webhook) = config.webhook.clone() {
+            crate::webhook::spawn(state.vault.subscribe_events(), webhook);
+        }
         if let Some(nats) = config.nats.clone() {
             crate::nats::spawn(state.vault.clone(), nats)
                 .await

@@ -121,6 +121,7 @@ impl Vault {
                         scope.project(Some(project));
                         scope.path(Some(path));
                         scope.undo(Undo::RemoveAccessRequest(request.id.clone()));
+                        scope.event("access_requested");
                         Ok(())
                     })
                     .await;
@@ -201,6 +202,11 @@ impl Vault {
                     "the request was decided meanwhile",
                 ));
             }
+            scope.event(if grant {
+                "access_granted"
+            } else {
+                "access_denied"
+            });
             let decided = store::get(self.db(), id).await?.ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::AccessRequestNotFound,

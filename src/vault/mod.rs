@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod audit_query;
+pub mod events;
 pub mod keys;
 pub mod named;
 pub mod names;
@@ -134,6 +135,8 @@ pub struct Scope {
     undo: Option<Undo>,
     /// The id of the `pending` record written before a change (see `Vault::pending`).
     pending: Option<String>,
+    /// Transitions to publish once the operation's record is stored.
+    events: Vec<&'static str>,
 }
 
 impl Scope {
@@ -146,6 +149,7 @@ impl Scope {
             version: None,
             undo: None,
             pending: None,
+            events: Vec::new(),
         }
     }
 
@@ -178,6 +182,11 @@ impl Scope {
     fn undo(&mut self, undo: Undo) {
         self.undo = Some(undo);
     }
+
+    /// Publishes `kind` (see `events`) once the operation succeeded and is audited.
+    pub fn event(&mut self, kind: &'static str) {
+        self.events.push(kind);
+    }
 }
 
 /// Settings of the secret operations.
@@ -205,6 +214,7 @@ pub struct Vault {
     audit_publisher: Arc<std::sync::OnceLock<AuditPublisher>>,
     /// Seals list cursors (derived from the master key: every replica accepts them).
     cursor_key: Arc<crate::crypto::Cipher>,
+    events: tokio::sync::broadcast::Sender<events::Event>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -256,6 +266,7 @@ impl Vault {
     ) -> Result<Self, crate::crypto::KeyringError> {
         let cursor_key = Arc::new(keyring.derive("list-cursor")?);
         Ok(Self {
+            events: tokio::sync::broadcast::channel(events::BACKLOG).0,
             cursor_key,
             audit_sink: AuditSink::spawn(&db),
             db,
@@ -311,12 +322,33 @@ impl Vault {
                     }
                     return Err(e.into());
                 }
+                self.publish_events(meta, &scope);
                 Ok(value)
             }
             Err(e) => {
                 self.audit_failure(meta, &scope, &e).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Listens to change events (see `events`).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<events::Event> {
+        self.events.subscribe()
+    }
+
+    fn publish_events(&self, meta: &RequestMeta, scope: &Scope) {
+        for kind in &scope.events {
+            // No listener is not an error: events are a copy, the audit trail is the record.
+            let _ = self.events.send(events::Event {
+                kind,
+                ts: chrono::Utc::now(),
+                actor: meta.actor().to_string(),
+                project: scope.project.clone(),
+                path: scope.path.clone(),
+                secret_id: scope.secret_id.clone(),
+                request_id: meta.request_id.clone(),
+            });
         }
     }
 

@@ -12,6 +12,7 @@ mod database;
 mod deploy;
 mod encryption;
 mod errors;
+mod events;
 mod health;
 mod helpers;
 mod keys;
