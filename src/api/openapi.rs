@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         (name = "projects", description = "Projects"),
         (name = "audit", description = "The audit trail"),
         (name = "sys", description = "Data keys: rotation, rewrap, status"),
+        (name = "service-tokens", description = "Self-registered service tokens and their approval"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

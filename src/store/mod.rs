@@ -6,6 +6,7 @@ pub mod audit_sink;
 pub mod keyring;
 pub mod projects;
 pub mod secrets;
+pub mod service_tokens;
 
 use std::time::Duration;
 
@@ -133,6 +134,7 @@ pub async fn ping(db: &Database) -> Result<(), StoreError> {
 pub async fn ensure_indexes(db: &Database, audit_ttl_days: u32) -> Result<(), StoreError> {
     secrets::ensure_indexes(db).await?;
     projects::ensure_indexes(db).await?;
+    service_tokens::ensure_indexes(db).await?;
     audit::ensure_indexes(db, audit_ttl_days).await?;
     Ok(())
 }

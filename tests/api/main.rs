@@ -19,4 +19,5 @@ mod nats;
 mod openapi;
 mod policies;
 mod scripts;
+mod service_tokens;
 mod tls;
