@@ -414,3 +414,70 @@ async fn the_spec_documents_the_service_token_routes() {
         "registration needs no identity"
     );
 }
+
+/// The built binary's logs (JSON, stdout and stderr) never carry a registered token.
+#[tokio::test]
+async fn the_token_never_reaches_the_logs() {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    let port = crate::helpers::free_port();
+    let token = strong_token();
+    let key = secret_manager::crypto::MasterKey::generate()
+        .to_base64()
+        .to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-manager"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CONFIG_FILE", "/dev/null")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("WORKERS", "1")
+        .env("MONGO_URI", crate::helpers::mongo_uri())
+        .env("MONGO_DB", crate::helpers::unique_db_name())
+        .env("MASTER_KEY", &key)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{url}/health/live"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "server did not become healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = json!({ "service_name": "jobs", "service_version": "1", "token": token });
+    for _ in 0..2 {
+        let res = http
+            .post(format!("{url}/api/service-tokens/register"))
+            .json(&body)
+            .send()
+            .await
+            .expect("register");
+        assert_eq!(res.status().as_u16(), 200);
+    }
+    let pending = http
+        .post(format!("{url}/api/secrets/test"))
+        .header("x-token", &token)
+        .send()
+        .await
+        .expect("whoami");
+    assert_eq!(pending.status().as_u16(), 401);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let (mut out, mut err) = (String::new(), String::new());
+    child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+    child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+    assert!(out.contains("request finished"), "logs were written: {out}");
+    assert!(!out.contains(&token), "stdout leaks the token");
+    assert!(!err.contains(&token), "stderr leaks the token");
+}
