@@ -47,6 +47,8 @@ struct RawEnv {
     default_project: Option<String>,
     auth_failure_burst: Option<String>,
     auth_failure_per_minute: Option<String>,
+    register_per_minute: Option<String>,
+    max_pending_tokens: Option<String>,
     nats_url: Option<String>,
     nats_user: Option<String>,
     nats_creds_file: Option<String>,
@@ -86,6 +88,8 @@ pub struct Config {
     pub default_project: String,
     pub auth_failure_burst: u32,
     pub auth_failure_per_minute: u32,
+    /// Self-registration of service tokens: rate and pending cap.
+    pub service_tokens: crate::vault::service_tokens::TokenSettings,
     pub nats: Option<NatsSettings>,
     /// Where change events are POSTed (`WEBHOOK_URL`), when set.
     pub webhook: Option<crate::webhook::WebhookSettings>,
@@ -223,6 +227,26 @@ impl Config {
             0,
             100_000,
         );
+        let service_tokens = crate::vault::service_tokens::TokenSettings {
+            register_per_minute: p
+                .bounded(
+                    "REGISTER_PER_MINUTE",
+                    raw.register_per_minute,
+                    10,
+                    0,
+                    100_000,
+                )
+                .unwrap_or(10),
+            max_pending: p
+                .bounded(
+                    "MAX_PENDING_TOKENS",
+                    raw.max_pending_tokens,
+                    1000,
+                    1,
+                    1_000_000,
+                )
+                .unwrap_or(1000),
+        };
         let audit_enabled = p.boolean(
             "AUDIT_ENABLED",
             raw.audit_enabled,
@@ -379,6 +403,7 @@ impl Config {
                 default_project,
                 auth_failure_burst,
                 auth_failure_per_minute,
+                service_tokens,
                 host,
                 port,
                 workers,

@@ -87,7 +87,8 @@ impl Application {
                 config.auth.policies.clone(),
                 FailureLimiter::new(config.auth_failure_burst, config.auth_failure_per_minute),
                 limits,
-            )?,
+            )?
+            .with_token_settings(config.service_tokens),
             max_body_bytes: config.max_body_bytes(),
             proxies: config.trusted_proxies.clone(),
         });
@@ -136,6 +137,7 @@ fn run(
             .configure(api::audit::configure)
             .configure(api::access_requests::configure)
             .configure(api::sys::configure)
+            .configure(api::service_tokens::configure)
             .split_for_parts();
         // Without the docs, `/docs/` and `/openapi.json` fall through to the JSON 404.
         let app = if docs_enabled {

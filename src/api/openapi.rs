@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
         (name = "audit", description = "The audit trail"),
         (name = "access", description = "Access requests: denied reads for admins to grant or deny"),
         (name = "sys", description = "Data keys: rotation, rewrap, status"),
+        (name = "service-tokens", description = "Self-registered service tokens and their approval"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -17,9 +17,9 @@ use zeroize::Zeroizing;
 use crate::api::error::ErrorBody;
 use crate::dto::{
     AuthTestResponse, CreateRequest, CreateResponse, CreateSecretRequest, FetchRequest,
-    FetchResponse, HealthResponse, KeyList, RewrapResponse, RotateResponse, SecretList,
-    SecretListQuery, SecretResponse, UpdateSecretRequest, VersionList, SERVICE_HEADER,
-    TOKEN_HEADER,
+    FetchResponse, HealthResponse, KeyList, RegisterTokenRequest, RegisterTokenResponse,
+    RewrapResponse, RotateResponse, SecretList, SecretListQuery, SecretResponse, ServiceTokenInfo,
+    ServiceTokenList, UpdateSecretRequest, VersionList, SERVICE_HEADER, TOKEN_HEADER,
 };
 use crate::vault::names::{ProjectName, SecretKey};
 
@@ -62,6 +62,22 @@ pub enum KeyCommand {
     },
     /// Data keys, their state and how many versions each seals.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Registered service tokens (oldest first).
+    List {
+        /// Only this state: pending, approved, denied or revoked.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Approve a pending registration.
+    Approve { id: String },
+    /// Deny a pending registration.
+    Deny { id: String },
+    /// Revoke an approved token (every replica refuses it within about a second).
+    Revoke { id: String },
 }
 
 /// Why a client command failed.
@@ -603,6 +619,69 @@ impl Client {
             }
         }
         Err(Failure::Server("rewrap did not finish".into()))
+    }
+
+    /// Registers the connection's token (`VAULT_TOKEN`, `--token`, `--token-file`)
+    /// as service `name`; an admin then approves it.
+    pub async fn register(&self, name: &str, version: &str) -> Result<()> {
+        let Some(token) = &self.token else {
+            return Err(Failure::Usage(
+                "give the token to register in VAULT_TOKEN, VAULT_TOKEN_FILE or --token \
+                 (generate one with `openssl rand -hex 32`)"
+                    .into(),
+            ));
+        };
+        let body = RegisterTokenRequest {
+            service_name: name.to_string(),
+            service_version: version.to_string(),
+            token: token.to_string(),
+        };
+        let url = self.url(["api", "service-tokens", "register"]);
+        let r: RegisterTokenResponse = self.call(self.http.post(url).json(&body)).await?;
+        self.done(&r, &format!("{}: {}", r.status, r.message))
+    }
+
+    pub async fn tokens(&self, cmd: TokensCommand) -> Result<()> {
+        let (id, action) = match cmd {
+            TokensCommand::List { state } => return self.list_tokens(state).await,
+            TokensCommand::Approve { id } => (id, "approve"),
+            TokensCommand::Deny { id } => (id, "deny"),
+            TokensCommand::Revoke { id } => (id, "revoke"),
+        };
+        let url = self.url(["api", "service-tokens", id.as_str(), action]);
+        let t: ServiceTokenInfo = self.call(self.request(Method::POST, url)).await?;
+        self.done(&t, &format!("{} ({}): {}", t.id, t.service_name, t.state))
+    }
+
+    async fn list_tokens(&self, state: Option<String>) -> Result<()> {
+        let mut req = self.request(Method::GET, self.url(["api", "service-tokens"]));
+        if let Some(s) = &state {
+            req = req.query(&[("state", s)]);
+        }
+        let r: ServiceTokenList = self.call(req).await?;
+        if self.json {
+            self.print_json(&r);
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = r
+            .items
+            .iter()
+            .map(|t| {
+                vec![
+                    t.id.clone(),
+                    t.service_name.clone(),
+                    t.service_version.clone(),
+                    t.state.clone(),
+                    when(&t.requested_at),
+                    t.access_count.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &["ID", "SERVICE", "VERSION", "STATE", "REQUESTED", "USES"],
+            &rows,
+        );
+        Ok(())
     }
 
     pub async fn status(&self) -> Result<()> {

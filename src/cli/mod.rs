@@ -13,7 +13,7 @@ use crate::crypto::MasterKey;
 use crate::startup::Application;
 use crate::telemetry;
 use crate::vault::names::{ProjectName, SecretKey};
-use client::{Client, Conn, EnvSecret, KeyCommand};
+use client::{Client, Conn, EnvSecret, KeyCommand, TokensCommand};
 
 #[derive(Parser)]
 #[command(
@@ -129,6 +129,24 @@ enum Command {
         conn: Conn,
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Register this service's token (VAULT_TOKEN / --token) for an admin to approve.
+    Register {
+        #[command(flatten)]
+        conn: Conn,
+        /// The service name the token will authenticate as.
+        #[arg(long)]
+        name: String,
+        /// The service's version, for the approver.
+        #[arg(long)]
+        version: String,
+    },
+    /// Registered service tokens: list, approve, deny, revoke (admin).
+    Tokens {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: TokensCommand,
     },
     /// Check the service is ready and the credentials work.
     Status {
@@ -332,6 +350,8 @@ fn client_command(command: Command) -> ExitCode {
             | Command::List { conn, .. }
             | Command::Versions { conn, .. }
             | Command::Key { conn, .. }
+            | Command::Register { conn, .. }
+            | Command::Tokens { conn, .. }
             | Command::Status { conn }
             | Command::Run { conn, .. } => conn.clone(),
             _ => return ExitCode::from(2),
@@ -370,6 +390,8 @@ fn client_command(command: Command) -> ExitCode {
             } => client.list(project, prefix, limit, cursor, all).await,
             Command::Versions { key, .. } => client.versions(&key).await,
             Command::Key { command, .. } => client.key(command).await,
+            Command::Register { name, version, .. } => client.register(&name, &version).await,
+            Command::Tokens { command, .. } => client.tokens(command).await,
             Command::Status { .. } => client.status().await,
             Command::Run {
                 secrets, command, ..

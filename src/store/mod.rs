@@ -7,6 +7,7 @@ pub mod audit_sink;
 pub mod keyring;
 pub mod projects;
 pub mod secrets;
+pub mod service_tokens;
 
 use std::time::Duration;
 
@@ -135,6 +136,7 @@ pub async fn ensure_indexes(db: &Database, audit_ttl_days: u32) -> Result<(), St
     secrets::ensure_indexes(db).await?;
     access_requests::ensure_indexes(db).await?;
     projects::ensure_indexes(db).await?;
+    service_tokens::ensure_indexes(db).await?;
     audit::ensure_indexes(db, audit_ttl_days).await?;
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod named;
 pub mod names;
 pub mod projects;
 pub mod seed;
+pub mod service_tokens;
 
 use std::sync::Arc;
 
@@ -67,6 +68,11 @@ pub enum Op {
     AccessRequestList,
     AccessGrant,
     AccessDeny,
+    TokenRegister,
+    TokenList,
+    TokenApprove,
+    TokenDeny,
+    TokenRevoke,
 }
 
 impl Op {
@@ -96,6 +102,11 @@ impl Op {
             Op::AccessRequestList => "access_request_list",
             Op::AccessGrant => "access_grant",
             Op::AccessDeny => "access_deny",
+            Op::TokenRegister => "token_register",
+            Op::TokenList => "token_list",
+            Op::TokenApprove => "token_approve",
+            Op::TokenDeny => "token_deny",
+            Op::TokenRevoke => "token_revoke",
         }
     }
 }
@@ -132,6 +143,7 @@ pub struct Scope {
     project: Option<String>,
     path: Option<String>,
     version: Option<i64>,
+    target: Option<String>,
     undo: Option<Undo>,
     /// The id of the `pending` record written before a change (see `Vault::pending`).
     pending: Option<String>,
@@ -147,6 +159,7 @@ impl Scope {
             project: None,
             path: None,
             version: None,
+            target: None,
             undo: None,
             pending: None,
             events: Vec::new(),
@@ -177,6 +190,11 @@ impl Scope {
 
     pub fn version(&mut self, version: Option<i64>) {
         self.version = version;
+    }
+
+    /// What a non-secret operation acted on (`service_token:<id>`).
+    pub fn target(&mut self, target: String) {
+        self.target = Some(target);
     }
 
     fn undo(&mut self, undo: Undo) {
@@ -215,6 +233,8 @@ pub struct Vault {
     /// Seals list cursors (derived from the master key: every replica accepts them).
     cursor_key: Arc<crate::crypto::Cipher>,
     events: tokio::sync::broadcast::Sender<events::Event>,
+    /// Registered service tokens: limiter, cache and use counts of this replica.
+    tokens: Arc<service_tokens::TokenBook>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -276,7 +296,14 @@ impl Vault {
             limiter: Arc::new(limiter),
             limits: Arc::new(limits),
             audit_publisher: Arc::default(),
+            tokens: Arc::new(service_tokens::TokenBook::new(Default::default())),
         })
+    }
+
+    /// Registration limits for self-registered service tokens.
+    pub fn with_token_settings(mut self, settings: service_tokens::TokenSettings) -> Self {
+        self.tokens = Arc::new(service_tokens::TokenBook::new(settings));
+        self
     }
 
     fn db(&self) -> &Database {
@@ -427,7 +454,8 @@ impl Vault {
         }
     }
 
-    /// Checks `X-Service` / `X-Token` and sets `meta.actor`. Every failure gets
+    /// Checks `X-Service` / `X-Token` (or an approved registered token, see
+    /// [`service_tokens`]) and sets `meta.actor`. Every failure gets
     /// the same 401 and an audit record with the claimed name. Repeated failures
     /// for one claimed service from one address get 429: the limiter's key is the
     /// pair, so behind a shared ingress address one service's failures never lock
@@ -452,8 +480,14 @@ impl Vault {
             let err = ApiError::too_many_failures(wait.as_secs().saturating_add(1));
             return Err(self.refuse_authentication(meta, err).await);
         }
+        // Environment identities first (they win on conflict), then approved
+        // registered tokens (`X-Token` alone, or with the matching `X-Service`).
         let verified = match (service, token) {
-            (Some(s), Some(t)) => self.registry.verify(s, t).map(str::to_string),
+            (Some(s), Some(t)) => match self.registry.verify(s, t) {
+                Some(name) => Some(name.to_string()),
+                None => self.registered_service(Some(s), t).await?,
+            },
+            (None, Some(t)) => self.registered_service(None, t).await?,
             _ => None,
         };
         match verified {
@@ -745,6 +779,7 @@ impl Vault {
             project: field(&scope.project),
             path: field(&scope.path),
             version: scope.version,
+            target: field(&scope.target),
             client_ip: field(&meta.client_ip),
             user_agent: field(&meta.user_agent),
             request_id: field(&meta.request_id),

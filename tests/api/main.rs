@@ -23,6 +23,7 @@ mod nats;
 mod openapi;
 mod policies;
 mod scripts;
+mod service_tokens;
 mod stubs;
 mod tls;
 mod tutorial;
