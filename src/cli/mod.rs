@@ -13,7 +13,7 @@ use crate::crypto::MasterKey;
 use crate::startup::Application;
 use crate::telemetry;
 use crate::vault::names::{ProjectName, SecretKey};
-use client::{Client, Conn, EnvSecret, KeyCommand, TokensCommand};
+use client::{Client, Conn, EnvSecret, KeyCommand, RequestsCommand, TokensCommand};
 
 #[derive(Parser)]
 #[command(
@@ -140,6 +140,13 @@ enum Command {
         /// The service's version, for the approver.
         #[arg(long)]
         version: String,
+    },
+    /// Access requests left by denied reads: list, approve, deny (admin).
+    Requests {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: RequestsCommand,
     },
     /// Registered service tokens: list, approve, deny, revoke (admin).
     Tokens {
@@ -352,6 +359,7 @@ fn client_command(command: Command) -> ExitCode {
             | Command::Key { conn, .. }
             | Command::Register { conn, .. }
             | Command::Tokens { conn, .. }
+            | Command::Requests { conn, .. }
             | Command::Status { conn }
             | Command::Run { conn, .. } => conn.clone(),
             _ => return ExitCode::from(2),
@@ -392,6 +400,7 @@ fn client_command(command: Command) -> ExitCode {
             Command::Key { command, .. } => client.key(command).await,
             Command::Register { name, version, .. } => client.register(&name, &version).await,
             Command::Tokens { command, .. } => client.tokens(command).await,
+            Command::Requests { command, .. } => client.requests(command).await,
             Command::Status { .. } => client.status().await,
             Command::Run {
                 secrets, command, ..
