@@ -47,6 +47,8 @@ struct RawEnv {
     default_project: Option<String>,
     auth_failure_burst: Option<String>,
     auth_failure_per_minute: Option<String>,
+    register_per_minute: Option<String>,
+    max_pending_tokens: Option<String>,
     nats_url: Option<String>,
     nats_user: Option<String>,
     nats_creds_file: Option<String>,
@@ -86,7 +88,11 @@ pub struct Config {
     pub default_project: String,
     pub auth_failure_burst: u32,
     pub auth_failure_per_minute: u32,
+    /// Self-registration of service tokens: rate and pending cap.
+    pub service_tokens: crate::vault::service_tokens::TokenSettings,
     pub nats: Option<NatsSettings>,
+    /// Where change events are POSTed (`WEBHOOK_URL`), when set.
+    pub webhook: Option<crate::webhook::WebhookSettings>,
     pub http: HttpSettings,
     /// Start-up warnings (logged by `Application::build`): settings given in
     /// both the environment and `config.yaml` with different values. The
@@ -173,6 +179,7 @@ impl Config {
         );
         let max_payload = max_secret_bytes.map_or(0, body_limit);
         let nats = nats_settings(&raw, env, nats_acl, max_payload, &mut errors);
+        let webhook = webhook_settings(env, &mut errors);
         let http = http_settings(&mut raw, &mut errors);
         let write_concern = collect(
             &mut errors,
@@ -220,6 +227,26 @@ impl Config {
             0,
             100_000,
         );
+        let service_tokens = crate::vault::service_tokens::TokenSettings {
+            register_per_minute: p
+                .bounded(
+                    "REGISTER_PER_MINUTE",
+                    raw.register_per_minute,
+                    10,
+                    0,
+                    100_000,
+                )
+                .unwrap_or(10),
+            max_pending: p
+                .bounded(
+                    "MAX_PENDING_TOKENS",
+                    raw.max_pending_tokens,
+                    1000,
+                    1,
+                    1_000_000,
+                )
+                .unwrap_or(1000),
+        };
         let audit_enabled = p.boolean(
             "AUDIT_ENABLED",
             raw.audit_enabled,
@@ -367,6 +394,7 @@ impl Config {
             ) if errors.is_empty() => Ok(Config {
                 trusted_proxies: trusted_proxies.unwrap_or_default(),
                 nats,
+                webhook,
                 master_key_previous,
                 keyring,
                 auth,
@@ -375,6 +403,7 @@ impl Config {
                 default_project,
                 auth_failure_burst,
                 auth_failure_per_minute,
+                service_tokens,
                 host,
                 port,
                 workers,
@@ -501,6 +530,34 @@ impl Parser<'_> {
             settings::boolean(name, value.as_deref(), default),
         )
     }
+}
+
+/// `WEBHOOK_URL` (http or https) and its signing key `WEBHOOK_SECRET(_FILE)`,
+/// required with it.
+fn webhook_settings(
+    env: &[(String, String)],
+    errors: &mut Vec<String>,
+) -> Option<crate::webhook::WebhookSettings> {
+    let url = env
+        .iter()
+        .find(|(k, _)| k == "WEBHOOK_URL")
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        errors.push("`WEBHOOK_URL` must start with `http://` or `https://`".into());
+    }
+    let secret = collect(errors, settings::secret(env, "WEBHOOK_SECRET")).flatten();
+    let Some(secret) = secret else {
+        errors.push(
+            "`WEBHOOK_URL` needs `WEBHOOK_SECRET` or `WEBHOOK_SECRET_FILE` (the signing key)"
+                .into(),
+        );
+        return None;
+    };
+    Some(crate::webhook::WebhookSettings {
+        url: url.to_string(),
+        secret: secret.value,
+    })
 }
 
 /// The NATS bridge's settings, when `NATS_URL` turns it on.

@@ -15,6 +15,7 @@ use crate::vault::keys::{KeyStatus, RewrapReport};
 use crate::vault::named::{SecretRecord, SecretSummary as VaultSummary, VersionHistory};
 use crate::vault::policies::{Policy, PolicySpec, ServiceRoles};
 use crate::vault::projects::Project;
+use crate::vault::service_tokens::{Registration, ServiceToken};
 
 /// The header naming the calling service.
 pub const SERVICE_HEADER: &str = "x-service";
@@ -295,6 +296,87 @@ impl From<Project> for ProjectResponse {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct ProjectList {
     pub items: Vec<ProjectResponse>,
+}
+
+// ---- service tokens ----
+
+/// The Secrets Service specification's `RegisterToken`.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RegisterTokenRequest {
+    /// The name the service will authenticate as: 1-64 of `A-Z a-z 0-9 - _ .`.
+    #[schema(example = "billing")]
+    pub service_name: String,
+    #[schema(example = "1.4.2")]
+    pub service_version: String,
+    /// The token the service will send as `X-Token`, at least 128 bits of
+    /// estimated entropy (`openssl rand -hex 32`). Only its SHA-256 is stored.
+    pub token: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RegisterTokenResponse {
+    /// `pending_approval`, `approved` or `denied`.
+    #[schema(example = "pending_approval")]
+    pub status: String,
+    pub message: String,
+}
+
+impl From<Registration> for RegisterTokenResponse {
+    fn from(r: Registration) -> Self {
+        Self {
+            status: r.status.as_str().to_string(),
+            message: r.message,
+        }
+    }
+}
+
+/// A registered service token (never the token nor its hash).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ServiceTokenInfo {
+    pub id: String,
+    pub service_name: String,
+    pub service_version: String,
+    /// `pending`, `approved`, `denied` or `revoked`.
+    #[schema(example = "pending")]
+    pub state: String,
+    pub requested_at: DateTime<Utc>,
+    pub approved: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// Written every few seconds, not per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub access_count: i64,
+}
+
+impl From<ServiceToken> for ServiceTokenInfo {
+    fn from(t: ServiceToken) -> Self {
+        Self {
+            id: t.id,
+            service_name: t.service_name,
+            service_version: t.service_version,
+            state: t.state,
+            requested_at: t.requested_at,
+            approved: t.approved,
+            approved_at: t.approved_at,
+            approved_by: t.approved_by,
+            last_used_at: t.last_used_at,
+            access_count: t.access_count,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ServiceTokenList {
+    pub items: Vec<ServiceTokenInfo>,
+}
+
+#[derive(Serialize, Deserialize, IntoParams)]
+pub struct ServiceTokenQuery {
+    /// Only tokens in this state: `pending`, `approved`, `denied` or `revoked`.
+    pub state: Option<String>,
 }
 
 // ---- keys ----

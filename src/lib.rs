@@ -12,6 +12,7 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod vault;
+pub mod webhook;
 
 #[cfg(test)]
 mod module_graph;

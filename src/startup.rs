@@ -87,12 +87,16 @@ impl Application {
                 config.auth.bootstrap.clone(),
                 FailureLimiter::new(config.auth_failure_burst, config.auth_failure_per_minute),
                 limits,
-            )?,
+            )?
+            .with_token_settings(config.service_tokens),
             max_body_bytes: config.max_body_bytes(),
             proxies: config.trusted_proxies.clone(),
         });
         state.vault.reload_policies().await?;
         state.vault.spawn_policy_watch();
+        if let Some(webhook) = config.webhook.clone() {
+            crate::webhook::spawn(state.vault.subscribe_events(), webhook);
+        }
         if let Some(nats) = config.nats.clone() {
             crate::nats::spawn(state.vault.clone(), nats)
                 .await
@@ -136,6 +140,7 @@ fn run(
             .configure(api::access_requests::configure)
             .configure(api::policies::configure)
             .configure(api::sys::configure)
+            .configure(api::service_tokens::configure)
             .split_for_parts();
         // Without the docs, `/docs/` and `/openapi.json` fall through to the JSON 404.
         let app = if docs_enabled {

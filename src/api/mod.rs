@@ -10,6 +10,7 @@ pub mod policies;
 pub mod projects;
 pub mod proxy;
 pub mod secrets;
+pub mod service_tokens;
 pub mod sys;
 pub mod vault;
 

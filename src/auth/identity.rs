@@ -115,6 +115,14 @@ impl ServiceRegistry {
         }
     }
 
+    /// Whether `name` is an identity of the environment (it has a token) or is
+    /// disabled in config.yaml: a registered token cannot take such a name.
+    pub fn owns(&self, name: &str) -> bool {
+        self.services
+            .get(name)
+            .is_some_and(|s| s.digest.is_some() || !s.enabled)
+    }
+
     /// Known services that have no token (they can never authenticate).
     pub fn without_token(&self) -> Vec<&str> {
         self.services

@@ -17,10 +17,11 @@ use zeroize::Zeroizing;
 
 use crate::api::error::ErrorBody;
 use crate::dto::{
-    AuthTestResponse, CreateRequest, CreateResponse, CreateSecretRequest, FetchRequest,
-    FetchResponse, HealthResponse, KeyList, PolicyRequest, PolicyResponse, RewrapResponse,
-    RotateResponse, SecretList, SecretListQuery, SecretResponse, UpdateSecretRequest, VersionList,
-    SERVICE_HEADER, TOKEN_HEADER,
+    AccessRequestList, AccessRequestResponse, ApproveRequest, AuthTestResponse, CreateRequest,
+    CreateResponse, CreateSecretRequest, FetchRequest, FetchResponse, HealthResponse, KeyList,
+    PolicyRequest, PolicyResponse, RegisterTokenRequest, RegisterTokenResponse, RewrapResponse,
+    RotateResponse, SecretList, SecretListQuery, SecretResponse, ServiceTokenInfo,
+    ServiceTokenList, UpdateSecretRequest, VersionList, SERVICE_HEADER, TOKEN_HEADER,
 };
 use crate::vault::names::{ProjectName, SecretKey};
 
@@ -74,6 +75,41 @@ pub enum PolicyCommand {
     Put { name: String, file: PathBuf },
     /// Delete a run-time policy.
     Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Registered service tokens (oldest first).
+    List {
+        /// Only this state: pending, approved, denied or revoked.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Approve a pending registration.
+    Approve { id: String },
+    /// Deny a pending registration.
+    Deny { id: String },
+    /// Revoke an approved token (every replica refuses it within about a second).
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// Access requests left by denied reads (newest first).
+    List {
+        /// Only this status: pending, granted, denied or expired.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Grant a pending request: the service may read that one secret.
+    Approve {
+        id: String,
+        /// End the grant after this many seconds.
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    /// Deny a pending request.
+    Deny { id: String },
 }
 
 /// Why a client command failed.
@@ -647,6 +683,121 @@ impl Client {
             }
         }
         Err(Failure::Server("rewrap did not finish".into()))
+    }
+
+    /// Registers the connection's token (`VAULT_TOKEN`, `--token`, `--token-file`)
+    /// as service `name`; an admin then approves it.
+    pub async fn register(&self, name: &str, version: &str) -> Result<()> {
+        let Some(token) = &self.token else {
+            return Err(Failure::Usage(
+                "give the token to register in VAULT_TOKEN, VAULT_TOKEN_FILE or --token \
+                 (generate one with `openssl rand -hex 32`)"
+                    .into(),
+            ));
+        };
+        let body = RegisterTokenRequest {
+            service_name: name.to_string(),
+            service_version: version.to_string(),
+            token: token.to_string(),
+        };
+        let url = self.url(["api", "service-tokens", "register"]);
+        let r: RegisterTokenResponse = self.call(self.http.post(url).json(&body)).await?;
+        self.done(&r, &format!("{}: {}", r.status, r.message))
+    }
+
+    pub async fn tokens(&self, cmd: TokensCommand) -> Result<()> {
+        let (id, action) = match cmd {
+            TokensCommand::List { state } => return self.list_tokens(state).await,
+            TokensCommand::Approve { id } => (id, "approve"),
+            TokensCommand::Deny { id } => (id, "deny"),
+            TokensCommand::Revoke { id } => (id, "revoke"),
+        };
+        let url = self.url(["api", "service-tokens", id.as_str(), action]);
+        let t: ServiceTokenInfo = self.call(self.request(Method::POST, url)).await?;
+        self.done(&t, &format!("{} ({}): {}", t.id, t.service_name, t.state))
+    }
+
+    pub async fn requests(&self, cmd: RequestsCommand) -> Result<()> {
+        let (id, action, body) = match cmd {
+            RequestsCommand::List { status } => return self.list_requests(status).await,
+            RequestsCommand::Approve { id, expires_in } => {
+                (id, "approve", Some(ApproveRequest { expires_in }))
+            }
+            RequestsCommand::Deny { id } => (id, "deny", None),
+        };
+        let url = self.url(["api", "access-requests", id.as_str(), action]);
+        let mut req = self.request(Method::POST, url);
+        if let Some(b) = body.filter(|b| b.expires_in.is_some()) {
+            req = req.json(&b);
+        }
+        let r: AccessRequestResponse = self.call(req).await?;
+        let text = format!(
+            "{} ({} on {}/{}): {}",
+            r.id, r.service_name, r.project, r.path, r.status
+        );
+        self.done(&r, &text)
+    }
+
+    async fn list_requests(&self, status: Option<String>) -> Result<()> {
+        let mut req = self.request(Method::GET, self.url(["api", "access-requests"]));
+        if let Some(s) = &status {
+            req = req.query(&[("status", s)]);
+        }
+        let r: AccessRequestList = self.call(req).await?;
+        if self.json {
+            self.print_json(&r);
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = r
+            .items
+            .iter()
+            .map(|a| {
+                vec![
+                    a.id.clone(),
+                    a.service_name.clone(),
+                    format!("{}/{}", a.project, a.path),
+                    a.status.clone(),
+                    when(&a.requested_at),
+                    a.attempts.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &["ID", "SERVICE", "SECRET", "STATUS", "REQUESTED", "ATTEMPTS"],
+            &rows,
+        );
+        Ok(())
+    }
+
+    async fn list_tokens(&self, state: Option<String>) -> Result<()> {
+        let mut req = self.request(Method::GET, self.url(["api", "service-tokens"]));
+        if let Some(s) = &state {
+            req = req.query(&[("state", s)]);
+        }
+        let r: ServiceTokenList = self.call(req).await?;
+        if self.json {
+            self.print_json(&r);
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = r
+            .items
+            .iter()
+            .map(|t| {
+                vec![
+                    t.id.clone(),
+                    t.service_name.clone(),
+                    t.service_version.clone(),
+                    t.state.clone(),
+                    when(&t.requested_at),
+                    t.access_count.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &["ID", "SERVICE", "VERSION", "STATE", "REQUESTED", "USES"],
+            &rows,
+        );
+        Ok(())
     }
 
     pub async fn status(&self) -> Result<()> {

@@ -13,7 +13,7 @@ use crate::crypto::MasterKey;
 use crate::startup::Application;
 use crate::telemetry;
 use crate::vault::names::{ProjectName, SecretKey};
-use client::{Client, Conn, EnvSecret, KeyCommand, PolicyCommand};
+use client::{Client, Conn, EnvSecret, KeyCommand, PolicyCommand, RequestsCommand, TokensCommand};
 
 #[derive(Parser)]
 #[command(
@@ -136,6 +136,31 @@ enum Command {
         conn: Conn,
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Register this service's token (VAULT_TOKEN / --token) for an admin to approve.
+    Register {
+        #[command(flatten)]
+        conn: Conn,
+        /// The service name the token will authenticate as.
+        #[arg(long)]
+        name: String,
+        /// The service's version, for the approver.
+        #[arg(long)]
+        version: String,
+    },
+    /// Access requests left by denied reads: list, approve, deny (admin).
+    Requests {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: RequestsCommand,
+    },
+    /// Registered service tokens: list, approve, deny, revoke (admin).
+    Tokens {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: TokensCommand,
     },
     /// Check the service is ready and the credentials work.
     Status {
@@ -340,6 +365,9 @@ fn client_command(command: Command) -> ExitCode {
             | Command::Versions { conn, .. }
             | Command::Key { conn, .. }
             | Command::Policy { conn, .. }
+            | Command::Register { conn, .. }
+            | Command::Tokens { conn, .. }
+            | Command::Requests { conn, .. }
             | Command::Status { conn }
             | Command::Run { conn, .. } => conn.clone(),
             _ => return ExitCode::from(2),
@@ -379,6 +407,9 @@ fn client_command(command: Command) -> ExitCode {
             Command::Versions { key, .. } => client.versions(&key).await,
             Command::Key { command, .. } => client.key(command).await,
             Command::Policy { command, .. } => client.policy(command).await,
+            Command::Register { name, version, .. } => client.register(&name, &version).await,
+            Command::Tokens { command, .. } => client.tokens(command).await,
+            Command::Requests { command, .. } => client.requests(command).await,
             Command::Status { .. } => client.status().await,
             Command::Run {
                 secrets, command, ..

@@ -296,6 +296,7 @@ pub async fn spawn(vault: Vault, settings: NatsSettings) -> Result<(), String> {
             });
         }));
     }
+    publish_events(&vault, client.clone());
     let stats = Arc::new(NatsStats::default());
     let in_flight = Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight));
     let bridge = Arc::new(Bridge {
@@ -348,3 +349,35 @@ pub async fn spawn(vault: Vault, settings: NatsSettings) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Publishes every change event on `vault.events.<kind>`, so approvers hear of
+/// pending work at once.
+fn publish_events(vault: &Vault, client: async_nats::Client) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = vault.subscribe_events();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    let Ok(json) = serde_json::to_vec(&event) else {
+                        continue;
+                    };
+                    let subject = format!("{EVENTS_PREFIX}.{}", event.kind);
+                    if let Err(e) = client.publish(subject, json.into()).await {
+                        tracing::warn!(error = %e, "could not publish an event to NATS");
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        lost = n,
+                        "NATS event publishing fell behind; events were dropped"
+                    )
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+/// Change events go to `vault.events.<kind>`.
+pub const EVENTS_PREFIX: &str = "vault.events";

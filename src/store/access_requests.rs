@@ -73,18 +73,22 @@ fn markers(db: &Database) -> Collection<Document> {
 }
 
 /// Records a denied read. `Ok(true)` when this made a new pending request.
+/// The request is written before its marker, so a marker always points at a
+/// stored request; a denial that loses the race for the marker removes its own
+/// request again and counts on the winner's.
 pub async fn record(db: &Database, request: &AccessRequestDoc) -> Result<bool, StoreError> {
-    for _ in 0..20 {
+    collection::<AccessRequestDoc>(db)
+        .insert_one(request)
+        .await?;
+    for _ in 0..5 {
         let marker = doc! { "_id": &request.pending_key, "request_id": &request.id };
         match markers(db).insert_one(marker).await {
-            Ok(_) => {
-                collection::<AccessRequestDoc>(db)
-                    .insert_one(request)
-                    .await?;
-                return Ok(true);
-            }
+            Ok(_) => return Ok(true),
             Err(e) if is_duplicate_key(&e) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                remove(db, &request.id).await?;
+                return Err(e.into());
+            }
         }
         let Some(existing) = markers(db)
             .find_one(doc! { "_id": &request.pending_key })
@@ -103,15 +107,7 @@ pub async fn record(db: &Database, request: &AccessRequestDoc) -> Result<bool, S
             )
             .await?;
         if counted.matched_count == 1 {
-            return Ok(false);
-        }
-        let Some(target_doc) = get(db, &target).await? else {
-            // Its request is being written by a concurrent denial: count on it
-            // once it is there.
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            continue;
-        };
-        if target_doc.status == "pending" {
+            remove(db, &request.id).await?;
             return Ok(false);
         }
         // A marker left by a decision that stopped half-way: clear it, go again.
@@ -119,6 +115,7 @@ pub async fn record(db: &Database, request: &AccessRequestDoc) -> Result<bool, S
             .delete_one(doc! { "_id": &request.pending_key, "request_id": &target })
             .await?;
     }
+    remove(db, &request.id).await?;
     Ok(false)
 }
 
@@ -150,7 +147,10 @@ pub async fn list(
     let now = DateTime::now();
     let filter = match status {
         None => doc! {},
-        Some("expired") => doc! { "status": "granted", "expires_at": { "$lte": now } },
+        Some("expired") => doc! { "$or": [
+            { "status": "expired" },
+            { "status": "granted", "expires_at": { "$lte": now } },
+        ] },
         Some("granted") => doc! {
             "status": "granted",
             "$or": [ { "expires_at": null }, { "expires_at": { "$gt": now } } ],
@@ -215,4 +215,38 @@ pub async fn remove(db: &Database, id: &str) -> Result<(), StoreError> {
         .delete_one(doc! { "_id": id })
         .await?;
     Ok(())
+}
+
+/// Marks this service's grants on this secret that have run out as `expired`;
+/// returns the ids it marked (each is a transition to record once).
+pub async fn expire_due(
+    db: &Database,
+    service: &str,
+    project: &str,
+    path: &str,
+) -> Result<Vec<String>, StoreError> {
+    let now = DateTime::now();
+    let due: Vec<Document> = collection::<Document>(db)
+        .find(doc! {
+            "service_name": service, "project": project, "path": path,
+            "status": "granted", "expires_at": { "$lte": now },
+        })
+        .projection(doc! { "_id": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    let mut marked = Vec::new();
+    for d in due {
+        let Ok(id) = d.get_str("_id") else { continue };
+        let r = collection::<Document>(db)
+            .update_one(
+                doc! { "_id": id, "status": "granted" },
+                doc! { "$set": { "status": "expired" } },
+            )
+            .await?;
+        if r.modified_count == 1 {
+            marked.push(id.to_string());
+        }
+    }
+    Ok(marked)
 }

@@ -32,6 +32,10 @@ pub struct AuditRecord {
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
+    /// What an operation on something other than a secret acted on
+    /// (`service_token:<id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +69,7 @@ pub async fn settle(db: &Database, record: &AuditRecord) -> Result<(), StoreErro
         ("secret_id", &record.secret_id),
         ("project", &record.project),
         ("path", &record.path),
+        ("target", &record.target),
     ] {
         if let Some(v) = value {
             set.insert(field, v);

@@ -8,6 +8,7 @@ pub mod keyring;
 pub mod policies;
 pub mod projects;
 pub mod secrets;
+pub mod service_tokens;
 
 use std::time::Duration;
 
@@ -136,6 +137,7 @@ pub async fn ensure_indexes(db: &Database, audit_ttl_days: u32) -> Result<(), St
     secrets::ensure_indexes(db).await?;
     access_requests::ensure_indexes(db).await?;
     projects::ensure_indexes(db).await?;
+    service_tokens::ensure_indexes(db).await?;
     audit::ensure_indexes(db, audit_ttl_days).await?;
     Ok(())
 }

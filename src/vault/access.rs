@@ -73,6 +73,7 @@ impl Vault {
         if store::use_grant(self.db(), meta.actor(), project, path).await? {
             return Ok(true);
         }
+        self.expire_grants(meta, project, path).await;
         self.request_access(meta, project, path).await;
         Ok(false)
     }
@@ -90,6 +91,31 @@ impl Vault {
                 meta.actor(),
                 &format!("{}:{}", key.project(), key.path()),
             ))
+        }
+    }
+
+    /// A grant that ran out becomes `expired` the first time it is needed
+    /// afterwards: a transition of its own (audited as `access_expire`, published).
+    async fn expire_grants(&self, meta: &RequestMeta, project: &str, path: &str) {
+        let expired = match store::expire_due(self.db(), meta.actor(), project, path).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not mark expired grants");
+                return;
+            }
+        };
+        for id in expired {
+            let recorded = self
+                .run(Op::AccessExpire, meta, async |scope| {
+                    scope.project(Some(project));
+                    scope.path(Some(path));
+                    scope.event("access_expired");
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, request = %id, "could not audit an expired grant");
+            }
         }
     }
 
@@ -121,6 +147,7 @@ impl Vault {
                         scope.project(Some(project));
                         scope.path(Some(path));
                         scope.undo(Undo::RemoveAccessRequest(request.id.clone()));
+                        scope.event("access_requested");
                         Ok(())
                     })
                     .await;
@@ -201,6 +228,11 @@ impl Vault {
                     "the request was decided meanwhile",
                 ));
             }
+            scope.event(if grant {
+                "access_granted"
+            } else {
+                "access_denied"
+            });
             let decided = store::get(self.db(), id).await?.ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::AccessRequestNotFound,

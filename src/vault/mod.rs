@@ -10,12 +10,14 @@
 
 pub mod access;
 pub mod audit_query;
+pub mod events;
 pub mod keys;
 pub mod named;
 pub mod names;
 pub mod policies;
 pub mod projects;
 pub mod seed;
+pub mod service_tokens;
 
 use std::sync::Arc;
 
@@ -72,6 +74,12 @@ pub enum Op {
     PolicyPut,
     PolicyDelete,
     ServiceRoles,
+    AccessExpire,
+    TokenRegister,
+    TokenList,
+    TokenApprove,
+    TokenDeny,
+    TokenRevoke,
 }
 
 impl Op {
@@ -106,6 +114,12 @@ impl Op {
             Op::PolicyPut => "policy_put",
             Op::PolicyDelete => "policy_delete",
             Op::ServiceRoles => "service_roles",
+            Op::AccessExpire => "access_expire",
+            Op::TokenRegister => "token_register",
+            Op::TokenList => "token_list",
+            Op::TokenApprove => "token_approve",
+            Op::TokenDeny => "token_deny",
+            Op::TokenRevoke => "token_revoke",
         }
     }
 }
@@ -142,9 +156,12 @@ pub struct Scope {
     project: Option<String>,
     path: Option<String>,
     version: Option<i64>,
+    target: Option<String>,
     undo: Option<Undo>,
     /// The id of the `pending` record written before a change (see `Vault::pending`).
     pending: Option<String>,
+    /// Transitions to publish once the operation's record is stored.
+    events: Vec<&'static str>,
 }
 
 impl Scope {
@@ -155,8 +172,10 @@ impl Scope {
             project: None,
             path: None,
             version: None,
+            target: None,
             undo: None,
             pending: None,
+            events: Vec::new(),
         }
     }
 
@@ -186,8 +205,18 @@ impl Scope {
         self.version = version;
     }
 
+    /// What a non-secret operation acted on (`service_token:<id>`).
+    pub fn target(&mut self, target: String) {
+        self.target = Some(target);
+    }
+
     fn undo(&mut self, undo: Undo) {
         self.undo = Some(undo);
+    }
+
+    /// Publishes `kind` (see `events`) once the operation succeeded and is audited.
+    pub fn event(&mut self, kind: &'static str) {
+        self.events.push(kind);
     }
 }
 
@@ -216,6 +245,9 @@ pub struct Vault {
     audit_publisher: Arc<std::sync::OnceLock<AuditPublisher>>,
     /// Seals list cursors (derived from the master key: every replica accepts them).
     cursor_key: Arc<crate::crypto::Cipher>,
+    events: tokio::sync::broadcast::Sender<events::Event>,
+    /// Registered service tokens: limiter, cache and use counts of this replica.
+    tokens: Arc<service_tokens::TokenBook>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -267,6 +299,7 @@ impl Vault {
     ) -> Result<Self, crate::crypto::KeyringError> {
         let cursor_key = Arc::new(keyring.derive("list-cursor")?);
         Ok(Self {
+            events: tokio::sync::broadcast::channel(events::BACKLOG).0,
             cursor_key,
             audit_sink: AuditSink::spawn(&db),
             db,
@@ -276,7 +309,14 @@ impl Vault {
             limiter: Arc::new(limiter),
             limits: Arc::new(limits),
             audit_publisher: Arc::default(),
+            tokens: Arc::new(service_tokens::TokenBook::new(Default::default())),
         })
+    }
+
+    /// Registration limits for self-registered service tokens.
+    pub fn with_token_settings(mut self, settings: service_tokens::TokenSettings) -> Self {
+        self.tokens = Arc::new(service_tokens::TokenBook::new(settings));
+        self
     }
 
     fn db(&self) -> &Database {
@@ -322,12 +362,33 @@ impl Vault {
                     }
                     return Err(e.into());
                 }
+                self.publish_events(meta, &scope);
                 Ok(value)
             }
             Err(e) => {
                 self.audit_failure(meta, &scope, &e).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Listens to change events (see `events`).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<events::Event> {
+        self.events.subscribe()
+    }
+
+    fn publish_events(&self, meta: &RequestMeta, scope: &Scope) {
+        for kind in &scope.events {
+            // No listener is not an error: events are a copy, the audit trail is the record.
+            let _ = self.events.send(events::Event {
+                kind,
+                ts: chrono::Utc::now(),
+                actor: meta.actor().to_string(),
+                project: scope.project.clone(),
+                path: scope.path.clone(),
+                secret_id: scope.secret_id.clone(),
+                request_id: meta.request_id.clone(),
+            });
         }
     }
 
@@ -406,7 +467,8 @@ impl Vault {
         }
     }
 
-    /// Checks `X-Service` / `X-Token` and sets `meta.actor`. Every failure gets
+    /// Checks `X-Service` / `X-Token` (or an approved registered token, see
+    /// [`service_tokens`]) and sets `meta.actor`. Every failure gets
     /// the same 401 and an audit record with the claimed name. Repeated failures
     /// for one claimed service from one address get 429: the limiter's key is the
     /// pair, so behind a shared ingress address one service's failures never lock
@@ -431,8 +493,14 @@ impl Vault {
             let err = ApiError::too_many_failures(wait.as_secs().saturating_add(1));
             return Err(self.refuse_authentication(meta, err).await);
         }
+        // Environment identities first (they win on conflict), then approved
+        // registered tokens (`X-Token` alone, or with the matching `X-Service`).
         let verified = match (service, token) {
-            (Some(s), Some(t)) => self.registry.verify(s, t).map(str::to_string),
+            (Some(s), Some(t)) => match self.registry.verify(s, t) {
+                Some(name) => Some(name.to_string()),
+                None => self.registered_service(Some(s), t).await?,
+            },
+            (None, Some(t)) => self.registered_service(None, t).await?,
             _ => None,
         };
         match verified {
@@ -724,6 +792,7 @@ impl Vault {
             project: field(&scope.project),
             path: field(&scope.path),
             version: scope.version,
+            target: field(&scope.target),
             client_ip: field(&meta.client_ip),
             user_agent: field(&meta.user_agent),
             request_id: field(&meta.request_id),

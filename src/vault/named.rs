@@ -251,6 +251,7 @@ impl Vault {
         scope.version(Some(1));
         self.pending(meta, scope).await?;
         if secrets::fill_stub(self.db(), &stub_id, &filled).await? {
+            scope.event("stub_filled");
             Ok(filled)
         } else {
             Err(exists)
@@ -291,6 +292,7 @@ impl Vault {
                         scope.key(key);
                         scope.secret_id(&stub.id);
                         scope.undo(Undo::RemoveSecret(stub.id.clone()));
+                        scope.event("stub_created");
                         Ok(())
                     })
                     .await;

@@ -196,6 +196,14 @@ async fn a_time_limited_grant_lets_the_service_read_until_it_expires() {
     let items = expired.json()["items"].as_array().expect("items").clone();
     assert_eq!(items.len(), 1, "{}", expired.text);
     assert!(items[0]["access_count"].as_i64() >= Some(1), "{items:?}");
+    assert_eq!(items[0]["status"], "expired");
+    // The expiry was recorded once, when the grant was next needed.
+    let expiries = app
+        .audit_logs()
+        .count_documents(doc! { "action": "access_expire", "outcome": "success" })
+        .await
+        .expect("count");
+    assert_eq!(expiries, 1);
     // The denial after expiry is a new pending request (beside the one for prod/other).
     let again: Vec<Value> = pending(&app, &admin)
         .await

@@ -446,3 +446,75 @@ async fn list_pages_with_a_dotted_project_a_slashed_prefix_and_a_cursor() {
     assert_eq!(out(&text).lines().count(), 3, "{}", out(&text));
     assert!(err(&text).contains("more: --cursor "), "{}", err(&text));
 }
+
+/// The workflow commands: a service registers, an admin approves it; a denied
+/// read leaves a request the admin grants.
+#[tokio::test]
+async fn register_tokens_and_requests_commands_drive_the_workflow() {
+    let admin = Identity::new("admin");
+    let yaml = "policies: [{name: ops, permissions: [{effect: allow, actions: [admin], resources: [sys]}]}, {name: reader, permissions: [{effect: allow, actions: [read], resources: ['secret:jobs:*']}]}]\nservices: [{name: admin, roles: [ops]}, {name: batch-job, roles: [reader]}]";
+    let app = spawn_app_with_config(yaml, &[("TOKEN_admin", &admin.token)]).await;
+    let me = app.identity.clone();
+    cli(&app, &me, &["put", "billing/prod/db", "db-pw"], None).await;
+
+    // Register (no identity needed; the token comes from VAULT_TOKEN) and approve.
+    let job = Identity::new("batch-job");
+    let registered = cli(
+        &app,
+        &job,
+        &["register", "--name", "batch-job", "--version", "1.0"],
+        None,
+    )
+    .await;
+    assert_eq!(registered.status.code(), Some(0), "{}", err(&registered));
+    assert!(out(&registered).contains("pending"), "{}", out(&registered));
+    let listed = cli(
+        &app,
+        &admin,
+        &["tokens", "list", "--state", "pending", "--json"],
+        None,
+    )
+    .await;
+    let items: serde_json::Value = serde_json::from_str(&out(&listed)).expect("json");
+    let id = items["items"][0]["id"].as_str().expect("id").to_string();
+    assert!(
+        !out(&listed).contains(&job.token),
+        "the token is never shown"
+    );
+    let approved = cli(&app, &admin, &["tokens", "approve", &id], None).await;
+    assert_eq!(approved.status.code(), Some(0), "{}", err(&approved));
+
+    // Its read of billing (outside its role) is denied and leaves a request.
+    let denied = cli(&app, &job, &["get", "billing/prod/db"], None).await;
+    assert_eq!(denied.status.code(), Some(1), "{}", err(&denied));
+    let requests = cli(
+        &app,
+        &admin,
+        &["requests", "list", "--status", "pending", "--json"],
+        None,
+    )
+    .await;
+    let items: serde_json::Value = serde_json::from_str(&out(&requests)).expect("json");
+    let request = items["items"][0]["id"].as_str().expect("id").to_string();
+    let granted = cli(
+        &app,
+        &admin,
+        &["requests", "approve", &request, "--expires-in", "600"],
+        None,
+    )
+    .await;
+    assert!(out(&granted).contains("granted"), "{}", out(&granted));
+    let read = cli(&app, &job, &["get", "billing/prod/db"], None).await;
+    assert_eq!(out(&read), "db-pw", "{}", err(&read));
+    let again = cli(&app, &admin, &["requests", "deny", &request], None).await;
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "a granted request cannot be denied"
+    );
+    assert!(
+        err(&again).contains("invalid_transition"),
+        "{}",
+        err(&again)
+    );
+}
