@@ -284,7 +284,7 @@ impl Vault {
     pub async fn policy(&self, meta: &RequestMeta, name: &str) -> Result<Policy, ApiError> {
         self.run(Op::PolicyRead, meta, async |scope| {
             self.require(meta, Action::Admin, "sys", "sys")?;
-            scope.path(Some(&format!("policy:{name}")));
+            scope.target(format!("policy:{name}"));
             if let Some(p) = self.config_policy(name) {
                 return Ok(p);
             }
@@ -305,7 +305,7 @@ impl Vault {
     ) -> Result<Policy, ApiError> {
         self.run(Op::PolicyPut, meta, async |scope| {
             self.require(meta, Action::Admin, "sys", "sys")?;
-            scope.path(Some(&format!("policy:{name}")));
+            scope.target(format!("policy:{name}"));
             self.refuse_config_policy(name)?;
             let problems = policy_problems(name, &spec);
             if !problems.is_empty() {
@@ -330,7 +330,7 @@ impl Vault {
     pub async fn delete_policy(&self, meta: &RequestMeta, name: &str) -> Result<(), ApiError> {
         self.run(Op::PolicyDelete, meta, async |scope| {
             self.require(meta, Action::Admin, "sys", "sys")?;
-            scope.path(Some(&format!("policy:{name}")));
+            scope.target(format!("policy:{name}"));
             self.refuse_config_policy(name)?;
             if store::get(self.db(), name).await?.is_none() {
                 return Err(not_found());
@@ -359,7 +359,7 @@ impl Vault {
                     "a service name is 1-64 letters, digits, `-`, `_` or `.`",
                 ));
             }
-            scope.path(Some(&format!("service:{service}")));
+            scope.target(format!("service:{service}"));
             if self.policies.bootstrap.services.contains(service) {
                 return Err(ApiError::new(
                     ErrorCode::ManagedByConfig,

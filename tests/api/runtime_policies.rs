@@ -230,7 +230,7 @@ async fn a_policy_put_and_bound_on_one_replica_applies_on_another_within_a_secon
             .expect("record");
     assert_eq!(record.get_str("actor").expect("actor"), "admin");
     assert_eq!(
-        record.get_str("path").expect("path"),
+        record.get_str("target").expect("target"),
         "policy:billing-reader"
     );
 }
