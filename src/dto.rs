@@ -8,10 +8,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::settings::PermissionEntry;
 use crate::vault::access::AccessRequest;
 use crate::vault::audit_query::AuditEntry as VaultAuditEntry;
 use crate::vault::keys::{KeyStatus, RewrapReport};
 use crate::vault::named::{SecretRecord, SecretSummary as VaultSummary, VersionHistory};
+use crate::vault::policies::{Policy, PolicySpec, ServiceRoles};
 use crate::vault::projects::Project;
 use crate::vault::service_tokens::{Registration, ServiceToken};
 
@@ -578,4 +580,108 @@ pub struct ApproveRequest {
     /// Seconds the grant lasts (1 to a year); without it, until revoked by policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<u64>,
+}
+
+// ---- policies managed at run time ----
+
+/// One permission of a policy, as config.yaml writes it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionBody {
+    /// `allow` or `deny`.
+    #[schema(example = "allow")]
+    pub effect: String,
+    /// Any of `read`, `write`, `delete`, `list`, `admin`.
+    pub actions: Vec<String>,
+    /// `secret:<project>:<path>`, `project:<name>`, `audit`, `sys` or `*`; `*` matches any run.
+    pub resources: Vec<String>,
+}
+
+/// The body of `PUT /api/policies/{name}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub permissions: Vec<PermissionBody>,
+}
+
+impl From<PolicyRequest> for PolicySpec {
+    fn from(r: PolicyRequest) -> Self {
+        Self {
+            description: r.description,
+            permissions: r
+                .permissions
+                .into_iter()
+                .map(|p| PermissionEntry {
+                    effect: p.effect,
+                    actions: p.actions,
+                    resources: p.resources,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PolicyResponse {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub permissions: Vec<PermissionBody>,
+    /// `config` (read-only through the API) or `runtime`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+}
+
+impl From<Policy> for PolicyResponse {
+    fn from(p: Policy) -> Self {
+        Self {
+            name: p.name,
+            description: p.description,
+            permissions: p
+                .permissions
+                .into_iter()
+                .map(|e| PermissionBody {
+                    effect: e.effect,
+                    actions: e.actions,
+                    resources: e.resources,
+                })
+                .collect(),
+            source: p.source.to_string(),
+            updated_at: p.updated_at,
+            updated_by: p.updated_by,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PolicyList {
+    pub items: Vec<PolicyResponse>,
+}
+
+/// The body of `PUT /api/services/{name}/roles`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolesRequest {
+    /// Policy names (config.yaml or run-time); empty removes the run-time roles.
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RolesResponse {
+    pub service: String,
+    pub roles: Vec<String>,
+}
+
+impl From<ServiceRoles> for RolesResponse {
+    fn from(r: ServiceRoles) -> Self {
+        Self {
+            service: r.service,
+            roles: r.roles,
+        }
+    }
 }

@@ -84,7 +84,7 @@ impl Application {
                 db,
                 keyring,
                 config.auth.registry.clone(),
-                config.auth.policies.clone(),
+                config.auth.bootstrap.clone(),
                 FailureLimiter::new(config.auth_failure_burst, config.auth_failure_per_minute),
                 limits,
             )?
@@ -92,6 +92,8 @@ impl Application {
             max_body_bytes: config.max_body_bytes(),
             proxies: config.trusted_proxies.clone(),
         });
+        state.vault.reload_policies().await?;
+        state.vault.spawn_policy_watch();
         if let Some(webhook) = config.webhook.clone() {
             crate::webhook::spawn(state.vault.subscribe_events(), webhook);
         }
@@ -136,6 +138,7 @@ fn run(
             .configure(api::projects::configure)
             .configure(api::audit::configure)
             .configure(api::access_requests::configure)
+            .configure(api::policies::configure)
             .configure(api::sys::configure)
             .configure(api::service_tokens::configure)
             .split_for_parts();

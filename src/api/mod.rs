@@ -6,6 +6,7 @@ pub mod error;
 pub mod health;
 pub mod identity;
 pub mod openapi;
+pub mod policies;
 pub mod projects;
 pub mod proxy;
 pub mod secrets;

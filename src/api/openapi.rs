@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         (name = "projects", description = "Projects"),
         (name = "audit", description = "The audit trail"),
         (name = "access", description = "Access requests: denied reads for admins to grant or deny"),
+        (name = "policies", description = "Policies and role bindings managed at run time (config.yaml's are read-only)"),
         (name = "sys", description = "Data keys: rotation, rewrap, status"),
         (name = "service-tokens", description = "Self-registered service tokens and their approval"),
         (name = "health", description = "Liveness and readiness"),

@@ -83,6 +83,16 @@ impl PolicyEngine {
         Self { rules }
     }
 
+    /// These rules plus `more` for each service named (rules are only ever
+    /// added, so default deny and "deny beats allow" hold for the union).
+    pub fn extended(&self, more: HashMap<String, Vec<Rule>>) -> Self {
+        let mut rules = self.rules.clone();
+        for (service, extra) in more {
+            rules.entry(service).or_default().extend(extra);
+        }
+        Self { rules }
+    }
+
     pub fn is_allowed(&self, service: &str, action: Action, resource: &str) -> bool {
         let Some(rules) = self.rules.get(service) else {
             return false;

@@ -1,7 +1,7 @@
 //! Identities and policies from `config.yaml` (version-controlled) and the
 //! environment (tokens, shorthand grants). Every problem names its source.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -58,7 +58,7 @@ pub struct PolicyEntry {
     pub permissions: Vec<PermissionEntry>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PermissionEntry {
     pub effect: String,
@@ -107,6 +107,26 @@ pub struct AuthSettings {
     pub nats_acl: Vec<(String, Vec<String>)>,
     /// Where the settings came from (the config file's path), for error messages.
     pub source: String,
+    /// config.yaml's policies and the services it gives role lists: read-only at run time.
+    pub bootstrap: Bootstrap,
+}
+
+/// What config.yaml fixes: the run-time API may add to it, never change it.
+#[derive(Debug, Clone, Default)]
+pub struct Bootstrap {
+    /// Every service's rules from config.yaml roles and the environment.
+    pub engine: PolicyEngine,
+    pub policies: BTreeMap<String, NamedPolicy>,
+    /// Services listed under config.yaml `services` (their role lists are fixed).
+    pub services: BTreeSet<String>,
+}
+
+/// A named policy as written, with its compiled rules.
+#[derive(Debug, Clone)]
+pub struct NamedPolicy {
+    pub description: Option<String>,
+    pub permissions: Vec<PermissionEntry>,
+    pub rules: Vec<Rule>,
 }
 
 pub fn valid_service_name(name: &str) -> bool {
@@ -204,7 +224,7 @@ fn build(
         let service_rules = rules.entry(service.name.clone()).or_default();
         for role in &service.roles {
             match policies.get(role) {
-                Some(r) => service_rules.extend(r.iter().cloned()),
+                Some(p) => service_rules.extend(p.rules.iter().cloned()),
                 None => errors.push(format!("{where_}: role `{role}` names no policy")),
             }
         }
@@ -243,11 +263,17 @@ fn build(
                 .collect()
         })
         .unwrap_or_default();
+    let engine = PolicyEngine::new(rules);
     AuthSettings {
         nats_acl,
         source: source.to_string(),
         registry,
-        policies: PolicyEngine::new(rules),
+        bootstrap: Bootstrap {
+            engine: engine.clone(),
+            policies,
+            services: file.services.iter().map(|s| s.name.clone()).collect(),
+        },
+        policies: engine,
         audit_enabled: file.audit.as_ref().and_then(|a| a.enabled),
         audit_ttl_days: audit_settings(file.audit.as_ref(), source, errors),
         port: file.application.as_ref().and_then(|a| a.port),
@@ -258,47 +284,63 @@ fn policy_rules(
     file: &FileConfig,
     source: &str,
     errors: &mut Vec<String>,
-) -> HashMap<String, Vec<Rule>> {
-    let mut policies = HashMap::new();
+) -> BTreeMap<String, NamedPolicy> {
+    let mut policies = BTreeMap::new();
     for policy in &file.policies {
         let where_ = format!("{source}: policy `{}`", policy.name);
-        let mut rules = Vec::new();
-        for (i, perm) in policy.permissions.iter().enumerate() {
-            let at = format!("{where_} permission {}", i + 1);
-            let effect = match perm.effect.as_str() {
-                "allow" => Effect::Allow,
-                "deny" => Effect::Deny,
-                other => {
-                    errors.push(format!(
-                        "{at}: effect must be `allow` or `deny` (got `{other}`)"
-                    ));
-                    continue;
-                }
-            };
-            let mut actions = Vec::new();
-            for a in &perm.actions {
-                match Action::parse(a) {
-                    Some(action) => actions.push(action),
-                    None => errors.push(format!(
-                        "{at}: unknown action `{a}` (expected read, write, delete, list or admin)"
-                    )),
-                }
-            }
-            for p in perm.resources.iter().filter(|p| !valid_pattern(p)) {
-                errors.push(format!(
-                    "{at}: bad resource pattern `{p}` (expected `secret:<project>:<path>`, `project:<name>`, `audit`, `sys` or `*`)"
-                ));
-            }
-            if perm.actions.is_empty() || perm.resources.is_empty() {
-                errors.push(format!("{at}: needs at least one action and one resource"));
-            }
-            rules.push(Rule::new(effect, actions, &perm.resources));
-        }
-        if policies.insert(policy.name.clone(), rules).is_some() {
+        let named = NamedPolicy {
+            description: policy.description.clone(),
+            permissions: policy.permissions.clone(),
+            rules: compile_permissions(&where_, &policy.permissions, errors),
+        };
+        if policies.insert(policy.name.clone(), named).is_some() {
             errors.push(format!("{where_}: defined twice"));
         }
     }
     policies
+}
+
+/// A policy's permissions as rules; every problem is pushed to `errors`,
+/// each prefixed with `where_` and the permission's number. The one check
+/// for config.yaml policies and policies put at run time.
+pub fn compile_permissions(
+    where_: &str,
+    permissions: &[PermissionEntry],
+    errors: &mut Vec<String>,
+) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for (i, perm) in permissions.iter().enumerate() {
+        let at = format!("{where_} permission {}", i + 1);
+        let effect = match perm.effect.as_str() {
+            "allow" => Effect::Allow,
+            "deny" => Effect::Deny,
+            other => {
+                errors.push(format!(
+                    "{at}: effect must be `allow` or `deny` (got `{other}`)"
+                ));
+                continue;
+            }
+        };
+        let mut actions = Vec::new();
+        for a in &perm.actions {
+            match Action::parse(a) {
+                Some(action) => actions.push(action),
+                None => errors.push(format!(
+                    "{at}: unknown action `{a}` (expected read, write, delete, list or admin)"
+                )),
+            }
+        }
+        for p in perm.resources.iter().filter(|p| !valid_pattern(p)) {
+            errors.push(format!(
+                "{at}: bad resource pattern `{p}` (expected `secret:<project>:<path>`, `project:<name>`, `audit`, `sys` or `*`)"
+            ));
+        }
+        if perm.actions.is_empty() || perm.resources.is_empty() {
+            errors.push(format!("{at}: needs at least one action and one resource"));
+        }
+        rules.push(Rule::new(effect, actions, &perm.resources));
+    }
+    rules
 }
 
 /// Service names that have a token in the environment, for start-up warnings.

@@ -2,6 +2,7 @@
 //! said no (its message on stderr), 2 usage or local input problems.
 
 use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use base64::engine::general_purpose::STANDARD;
@@ -18,9 +19,9 @@ use crate::api::error::ErrorBody;
 use crate::dto::{
     AccessRequestList, AccessRequestResponse, ApproveRequest, AuthTestResponse, CreateRequest,
     CreateResponse, CreateSecretRequest, FetchRequest, FetchResponse, HealthResponse, KeyList,
-    RegisterTokenRequest, RegisterTokenResponse, RewrapResponse, RotateResponse, SecretList,
-    SecretListQuery, SecretResponse, ServiceTokenInfo, ServiceTokenList, UpdateSecretRequest,
-    VersionList, SERVICE_HEADER, TOKEN_HEADER,
+    PolicyRequest, PolicyResponse, RegisterTokenRequest, RegisterTokenResponse, RewrapResponse,
+    RotateResponse, SecretList, SecretListQuery, SecretResponse, ServiceTokenInfo,
+    ServiceTokenList, UpdateSecretRequest, VersionList, SERVICE_HEADER, TOKEN_HEADER,
 };
 use crate::vault::names::{ProjectName, SecretKey};
 
@@ -63,6 +64,17 @@ pub enum KeyCommand {
     },
     /// Data keys, their state and how many versions each seals.
     Status,
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Print a policy (config.yaml or run-time) as JSON.
+    Get { name: String },
+    /// Create or replace a run-time policy from a JSON file
+    /// (`{"description"?, "permissions": [{"effect","actions","resources"}]}`).
+    Put { name: String, file: PathBuf },
+    /// Delete a run-time policy.
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -612,6 +624,38 @@ impl Client {
                     .collect();
                 table(&["KEY", "STATE", "VERSIONS", "SEALS", "CREATED"], &rows);
                 Ok(())
+            }
+        }
+    }
+
+    pub async fn policy(&self, cmd: PolicyCommand) -> Result<()> {
+        match cmd {
+            PolicyCommand::Get { name } => {
+                let url = self.url(["api", "policies", &name]);
+                let p: PolicyResponse = self.call(self.request(Method::GET, url)).await?;
+                self.print_json(&p);
+                Ok(())
+            }
+            PolicyCommand::Put { name, file } => {
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    Failure::Usage(format!("cannot read {}: {}", file.display(), e.kind()))
+                })?;
+                let body: PolicyRequest = serde_json::from_str(&text).map_err(|e| {
+                    Failure::Usage(format!("{} is not a policy: {e}", file.display()))
+                })?;
+                let url = self.url(["api", "policies", &name]);
+                let p: PolicyResponse = self
+                    .call(self.request(Method::PUT, url).json(&body))
+                    .await?;
+                self.done(&p, &format!("policy {} saved", p.name))
+            }
+            PolicyCommand::Delete { name } => {
+                let url = self.url(["api", "policies", &name]);
+                self.send(self.request(Method::DELETE, url)).await?;
+                self.done(
+                    &json!({ "deleted": name }),
+                    &format!("policy {name} deleted"),
+                )
             }
         }
     }

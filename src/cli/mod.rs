@@ -13,7 +13,7 @@ use crate::crypto::MasterKey;
 use crate::startup::Application;
 use crate::telemetry;
 use crate::vault::names::{ProjectName, SecretKey};
-use client::{Client, Conn, EnvSecret, KeyCommand, RequestsCommand, TokensCommand};
+use client::{Client, Conn, EnvSecret, KeyCommand, PolicyCommand, RequestsCommand, TokensCommand};
 
 #[derive(Parser)]
 #[command(
@@ -129,6 +129,13 @@ enum Command {
         conn: Conn,
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Run-time policies: get, put NAME FILE.json, delete (admin).
+    Policy {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Register this service's token (VAULT_TOKEN / --token) for an admin to approve.
     Register {
@@ -357,6 +364,7 @@ fn client_command(command: Command) -> ExitCode {
             | Command::List { conn, .. }
             | Command::Versions { conn, .. }
             | Command::Key { conn, .. }
+            | Command::Policy { conn, .. }
             | Command::Register { conn, .. }
             | Command::Tokens { conn, .. }
             | Command::Requests { conn, .. }
@@ -398,6 +406,7 @@ fn client_command(command: Command) -> ExitCode {
             } => client.list(project, prefix, limit, cursor, all).await,
             Command::Versions { key, .. } => client.versions(&key).await,
             Command::Key { command, .. } => client.key(command).await,
+            Command::Policy { command, .. } => client.policy(command).await,
             Command::Register { name, version, .. } => client.register(&name, &version).await,
             Command::Tokens { command, .. } => client.tokens(command).await,
             Command::Requests { command, .. } => client.requests(command).await,

@@ -5,6 +5,7 @@ pub mod access_requests;
 pub mod audit;
 pub mod audit_sink;
 pub mod keyring;
+pub mod policies;
 pub mod projects;
 pub mod secrets;
 pub mod service_tokens;

@@ -14,6 +14,7 @@ pub mod events;
 pub mod keys;
 pub mod named;
 pub mod names;
+pub mod policies;
 pub mod projects;
 pub mod seed;
 pub mod service_tokens;
@@ -30,7 +31,7 @@ use crate::auth::identity::ServiceRegistry;
 use crate::auth::limiter::{
     clip, FailureLimiter, LimitKey, Refusal, Refused, ACTOR_MAX_CHARS, FIELD_MAX_CHARS,
 };
-use crate::auth::policy::PolicyEngine;
+use crate::auth::settings::Bootstrap;
 use crate::auth::Action;
 use crate::crypto::{record_aad, record_aad_v1, CryptoError, Keyring, AAD_FORMAT};
 use crate::error::{ApiError, ErrorCode, Outcome};
@@ -68,6 +69,11 @@ pub enum Op {
     AccessRequestList,
     AccessGrant,
     AccessDeny,
+    PolicyList,
+    PolicyRead,
+    PolicyPut,
+    PolicyDelete,
+    ServiceRoles,
     AccessExpire,
     TokenRegister,
     TokenList,
@@ -103,6 +109,11 @@ impl Op {
             Op::AccessRequestList => "access_request_list",
             Op::AccessGrant => "access_grant",
             Op::AccessDeny => "access_deny",
+            Op::PolicyList => "policy_list",
+            Op::PolicyRead => "policy_read",
+            Op::PolicyPut => "policy_put",
+            Op::PolicyDelete => "policy_delete",
+            Op::ServiceRoles => "service_roles",
             Op::AccessExpire => "access_expire",
             Op::TokenRegister => "token_register",
             Op::TokenList => "token_list",
@@ -228,7 +239,7 @@ pub struct Vault {
     audit_sink: AuditSink,
     keyring: Arc<Keyring>,
     registry: Arc<ServiceRegistry>,
-    policies: Arc<PolicyEngine>,
+    policies: Arc<policies::LivePolicies>,
     limiter: Arc<FailureLimiter>,
     limits: Arc<Limits>,
     audit_publisher: Arc<std::sync::OnceLock<AuditPublisher>>,
@@ -282,7 +293,7 @@ impl Vault {
         db: Database,
         keyring: Arc<Keyring>,
         registry: ServiceRegistry,
-        policies: PolicyEngine,
+        policies: Bootstrap,
         limiter: FailureLimiter,
         limits: Limits,
     ) -> Result<Self, crate::crypto::KeyringError> {
@@ -294,7 +305,7 @@ impl Vault {
             db,
             keyring,
             registry: Arc::new(registry),
-            policies: Arc::new(policies),
+            policies: Arc::new(policies::LivePolicies::new(policies)),
             limiter: Arc::new(limiter),
             limits: Arc::new(limits),
             audit_publisher: Arc::default(),

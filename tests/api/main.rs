@@ -22,6 +22,7 @@ mod named;
 mod nats;
 mod openapi;
 mod policies;
+mod runtime_policies;
 mod scripts;
 mod service_tokens;
 mod stubs;
