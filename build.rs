@@ -1,0 +1,11 @@
+//! Compiles `proto/secrets/v1/secrets.proto` with `protoc` (Debian:
+//! `apt-get install protobuf-compiler`; or set `PROTOC`).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/secrets/v1/secrets.proto");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&["proto/secrets/v1/secrets.proto"], &["proto"])?;
+    Ok(())
+}
