@@ -22,10 +22,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
-  echo "test.sh: installing grpcio grpcio-tools" >&2
-  python3 -m pip install -q grpcio grpcio-tools 2>/dev/null \
-    || python3 -m pip install -q --break-system-packages grpcio grpcio-tools
+if ! python3 -c 'import grpc, grpc_tools, grpc_health, grpc_reflection' >/dev/null 2>&1; then
+  py_grpc=(grpcio grpcio-tools grpcio-health-checking grpcio-reflection)
+  echo "test.sh: installing ${py_grpc[*]}" >&2
+  python3 -m pip install -q "${py_grpc[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "${py_grpc[@]}"
 fi
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/secret-manager-test.XXXXXX")

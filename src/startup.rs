@@ -152,8 +152,29 @@ fn spawn_grpc(
         addr: addr.clone(),
         source,
     };
+    let tls = match &config.http.tls {
+        Some(files) => Some(grpc_tls(files)?),
+        None => None,
+    };
     let listener = TcpListener::bind(&addr).map_err(bind_error)?;
-    crate::grpc::GrpcServer::spawn(vault.clone(), listener).map_err(bind_error)
+    crate::grpc::GrpcServer::spawn(vault.clone(), listener, tls).map_err(bind_error)
+}
+
+/// The files `load_tls` already checked, read again for gRPC.
+fn grpc_tls(files: &TlsFiles) -> Result<crate::grpc::GrpcTls, StartupError> {
+    let read = |variable: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| {
+            StartupError::Tls(format!(
+                "`{variable}` ({}) could not be read: {}",
+                path.display(),
+                e.kind()
+            ))
+        })
+    };
+    Ok(crate::grpc::GrpcTls {
+        cert_pem: read("TLS_CERT_FILE", &files.cert_file)?,
+        key_pem: zeroize::Zeroizing::new(read("TLS_KEY_FILE", &files.key_file)?),
+    })
 }
 
 fn run(

@@ -27,6 +27,10 @@ use crate::vault::{Op, RequestMeta, Vault};
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("secrets.v1");
+
+    /// The compiled `.proto`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("secrets_descriptor");
 }
 
 use pb::secrets_service_server::{SecretsService, SecretsServiceServer};
@@ -326,26 +330,87 @@ pub struct GrpcServer {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The PEM certificate chain and key HTTPS uses (`TLS_CERT_FILE`, `TLS_KEY_FILE`).
+pub struct GrpcTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// How often `grpc.health.v1` re-checks readiness (MongoDB and the keyring).
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps `grpc.health.v1` in step with `Vault::ready`: SERVING, or
+/// NOT_SERVING while MongoDB (or the keyring) is unavailable. Never ends.
+async fn watch_health(vault: Vault, reporter: tonic_health::server::HealthReporter) {
+    use tonic::server::NamedService as _;
+    use tonic_health::ServingStatus;
+    let service = SecretsServiceServer::<Service>::NAME;
+    let mut last = None;
+    loop {
+        let status = if vault.ready().await.is_ok() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(status) {
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(service, status).await;
+            last = Some(status);
+        }
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}
+
 impl GrpcServer {
-    /// Serves on `listener` (already bound) until [`GrpcServer::stop`] or until
-    /// this handle is dropped.
-    pub fn spawn(vault: Vault, listener: TcpListener) -> std::io::Result<Self> {
+    /// Serves `secrets.v1.SecretsService`, `grpc.health.v1.Health` and server
+    /// reflection (v1 and v1alpha) on `listener` (already bound), over TLS when `tls` is
+    /// given, until [`GrpcServer::stop`] or until this handle is dropped.
+    pub fn spawn(
+        vault: Vault,
+        listener: TcpListener,
+        tls: Option<GrpcTls>,
+    ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &*tls.key_pem);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(std::io::Error::other)?;
+        }
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        // v1, and v1alpha for clients that still ask it (Python's grpcio-reflection).
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(std::io::Error::other)?;
+        let reflection = reflection().build_v1().map_err(std::io::Error::other)?;
+        let (reporter, health) = tonic_health::server::health_reporter();
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = SecretsServiceServer::new(Service { vault });
+        let service = SecretsServiceServer::new(Service {
+            vault: vault.clone(),
+        });
         let task = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let served = tonic::transport::Server::builder()
+            let serve = builder
                 .add_service(service)
+                .add_service(health)
+                .add_service(reflection)
+                .add_service(reflection_v1alpha)
                 .serve_with_incoming_shutdown(incoming, async {
                     // A send or a dropped handle both mean stop.
                     let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the gRPC server failed");
+                });
+            tokio::select! {
+                served = serve => if let Err(e) = served {
+                    tracing::error!(error = %e, "the gRPC server failed");
+                },
+                () = watch_health(vault, reporter) => {}
             }
         });
         Ok(Self { port, stop, task })

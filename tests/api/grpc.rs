@@ -16,6 +16,14 @@ use crate::helpers::{spawn_app_with, spawn_app_with_config, Identity, TestApp};
 
 type Client = pb::secrets_service_client::SecretsServiceClient<tonic::transport::Channel>;
 
+async fn channel(app: &TestApp) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(app.grpc_address.clone().expect("gRPC enabled"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("gRPC connects")
+}
+
 async fn client(app: &TestApp) -> Client {
     Client::connect(app.grpc_address.clone().expect("gRPC enabled"))
         .await
@@ -345,4 +353,137 @@ async fn a_python_client_compiled_from_the_proto_puts_gets_and_registers() {
     assert!(stdout.contains("python grpc client: ok"), "{stdout}");
     let value = app.get("/api/secrets/py/from-python").await;
     assert_eq!(value.json()["value"], "written by python", "{}", value.text);
+}
+
+type Health = tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>;
+
+/// The status `grpc.health.v1` reports for `service`.
+async fn health_of(health: &mut Health, service: &str) -> i32 {
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+/// Polls until `service` reports `want` (10 s at most).
+async fn wait_health(health: &mut Health, service: &str, want: ServingStatus) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = health_of(health, service).await;
+        if got == want as i32 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{service:?}: health {got}, wanted {want:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+use tonic_health::pb::health_check_response::ServingStatus;
+
+#[tokio::test]
+async fn health_is_not_serving_while_mongodb_is_down_and_recovers() {
+    let (db, uri) = crate::database::OwnDatabase::start();
+    let app = spawn_app_with(&[("MONGO_URI", &uri), ("MONGO_TIMEOUT_MS", "500")]).await;
+    let mut health = Health::new(channel(&app).await);
+    for service in ["", "secrets.v1.SecretsService"] {
+        wait_health(&mut health, service, ServingStatus::Serving).await;
+    }
+    db.stop();
+    wait_health(
+        &mut health,
+        "secrets.v1.SecretsService",
+        ServingStatus::NotServing,
+    )
+    .await;
+    wait_health(&mut health, "", ServingStatus::NotServing).await;
+    let again = db.restart();
+    assert_eq!(again, uri, "the database came back where it was");
+    wait_health(
+        &mut health,
+        "secrets.v1.SecretsService",
+        ServingStatus::Serving,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn reflection_lists_the_secrets_and_health_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let app = spawn_app_with(&[]).await;
+    let mut reflection = ServerReflectionClient::new(channel(&app).await);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::once(ask))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let first = answers
+        .message()
+        .await
+        .expect("an answer")
+        .expect("one message");
+    let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+        panic!("not a service list: {first:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for wanted in ["secrets.v1.SecretsService", "grpc.health.v1.Health"] {
+        assert!(names.contains(&wanted), "{wanted} in {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn grpc_uses_the_https_certificate() {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let certs = crate::helpers::TestCerts::new();
+    let (cert, key) = (certs.cert_file(), certs.key_file());
+    let app = spawn_app_with(&[("TLS_CERT_FILE", &cert), ("TLS_KEY_FILE", &key)]).await;
+    let address = app
+        .grpc_address
+        .clone()
+        .expect("gRPC")
+        .replacen("http://", "https://", 1);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&certs.ca_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(address.clone())
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("TLS connects");
+    let id = &app.identity;
+    let who = Client::new(channel)
+        .who_am_i(as_service(
+            pb::WhoAmIRequest {
+                token: id.token.clone(),
+            },
+            &id.service,
+        ))
+        .await
+        .expect("whoami over TLS")
+        .into_inner();
+    assert_eq!(who.service, id.service);
+    // Plain HTTP/2 to the TLS port gets no answer.
+    let plain = address.replacen("https://", "http://", 1);
+    let refused = match Client::connect(plain).await {
+        Err(_) => true,
+        Ok(mut c) => c
+            .who_am_i(Request::new(pb::WhoAmIRequest::default()))
+            .await
+            .is_err(),
+    };
+    assert!(refused, "plaintext must not reach the service");
 }

@@ -1,6 +1,7 @@
 """An independent gRPC client: stubs compiled from proto/secrets/v1/secrets.proto
 with grpcio-tools into $GRPC_OUT, then put, get, a missing get, list and
-register against $GRPC_TARGET as $X_SERVICE / $X_TOKEN. Prints
+register against $GRPC_TARGET as $X_SERVICE / $X_TOKEN, then the health
+service (grpcio-health-checking) and server reflection (grpcio-reflection). Prints
 `python grpc client: ok` when every check holds."""
 
 import os
@@ -27,7 +28,13 @@ if rc != 0:
     sys.exit(f"protoc failed: {rc}")
 sys.path.insert(0, OUT)
 
+import time  # noqa: E402
+
 import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # noqa: E402
+    ProtoReflectionDescriptorDatabase,
+)
 import secrets_pb2  # noqa: E402
 import secrets_pb2_grpc  # noqa: E402
 
@@ -76,5 +83,29 @@ reg = stub.RegisterToken(
     )
 )
 assert reg.status == "pending_approval", reg
+
+# grpc.health.v1 (grpcio-health-checking): the service reports SERVING.
+health = health_pb2_grpc.HealthStub(channel)
+for attempt in range(50):
+    try:
+        status = health.Check(health_pb2.HealthCheckRequest(service="secrets.v1.SecretsService")).status
+    except grpc.RpcError:
+        status = None
+    if status == health_pb2.HealthCheckResponse.SERVING:
+        break
+    time.sleep(0.1)
+else:
+    sys.exit(f"health never SERVING (last {status})")
+
+# Server reflection (grpcio-reflection): the services and GetSecret's shape.
+reflected = ProtoReflectionDescriptorDatabase(channel)
+services = reflected.get_services()
+assert "secrets.v1.SecretsService" in services and "grpc.health.v1.Health" in services, services
+from google.protobuf.descriptor_pool import DescriptorPool  # noqa: E402
+
+pool = DescriptorPool(reflected)
+method = pool.FindServiceByName("secrets.v1.SecretsService").FindMethodByName("GetSecret")
+fields = {f.name: f.number for f in method.input_type.fields}
+assert fields["secret_name"] == 1 and fields["description"] == 2 and fields["token"] == 3, fields
 
 print("python grpc client: ok")
