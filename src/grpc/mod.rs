@@ -188,6 +188,34 @@ impl SecretsService for Service {
         Ok(answer(reply, &meta))
     }
 
+    async fn get_secret_version(
+        &self,
+        req: Request<pb::GetSecretVersionRequest>,
+    ) -> Result<Response<pb::GetSecretVersionResponse>, Status> {
+        let meta = self.authenticated(&req, &req.get_ref().token).await?;
+        let body = req.into_inner();
+        let v = &self.vault;
+        let read = async {
+            let key = v
+                .check(Op::Read, &meta, secret_key(&body.secret_name))
+                .await?;
+            v.get(&meta, &key, Some(body.version), None).await
+        };
+        match read.await {
+            Ok(record) => Ok(answer(
+                pb::GetSecretVersionResponse {
+                    value: record.value.to_vec(),
+                    version: record.version,
+                    current_version: record.current_version,
+                    created_at: record.updated_at.to_rfc3339(),
+                    created_by: record.updated_by,
+                },
+                &meta,
+            )),
+            Err(e) => Err(status_of(&e, &meta)),
+        }
+    }
+
     async fn register_token(
         &self,
         req: Request<pb::RegisterTokenRequest>,

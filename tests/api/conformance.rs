@@ -1025,6 +1025,25 @@ fn text(record: &Document, field: &str) -> Option<String> {
     record.get_str(field).ok().map(str::to_string)
 }
 
+/// Drops the records of refusals counted earlier that the limiter's flusher
+/// writes when their window ends (issue 10): at any moment, so possibly while
+/// a later case runs. They are `authenticate` records of another channel, or
+/// of another request when the answer names its own.
+fn without_late_refusals(records: Vec<Document>, channel: &str, answer: &Answer) -> Vec<Document> {
+    records
+        .into_iter()
+        .filter(|r| {
+            let late = text(r, "action").as_deref() == Some("authenticate")
+                && (text(r, "channel").as_deref() != Some(channel)
+                    || answer
+                        .request_id
+                        .as_ref()
+                        .is_some_and(|id| text(r, "request_id").as_ref() != Some(id)));
+            !late
+        })
+        .collect()
+}
+
 /// Checks the one record a request wrote against the transport and the
 /// answer; returns its summary, or the problems.
 fn check_record(
@@ -1211,6 +1230,7 @@ async fn every_case_gets_one_answer_and_one_audit_record_on_every_transport() {
                 ));
             }
             let records = trail.new_records().await;
+            let records = without_late_refusals(records, transport.name(), &answer);
             match check_record(&records, transport.name(), &answer) {
                 Ok(summary) => audited.push((transport.name(), summary)),
                 Err(problems) => found.audit.extend(

@@ -97,6 +97,36 @@ async fn put_get_and_list_with_the_token_field() {
         .into_inner();
     assert_eq!(first.value, b"sk_1");
 
+    let version = |version| {
+        as_service(
+            pb::GetSecretVersionRequest {
+                secret_name: "billing/stripe/key".into(),
+                version,
+                token: id.token.clone(),
+            },
+            &id.service,
+        )
+    };
+    let v1 = grpc
+        .get_secret_version(version(1))
+        .await
+        .expect("version 1")
+        .into_inner();
+    assert_eq!(
+        (v1.value.as_slice(), v1.version, v1.current_version),
+        (&b"sk_1"[..], 1, 2)
+    );
+    assert_eq!(v1.created_by, id.service);
+    let gone = grpc
+        .get_secret_version(version(9))
+        .await
+        .expect_err("no version 9");
+    assert_eq!(gone.code(), Code::NotFound);
+    assert!(
+        gone.message().starts_with("version_not_found: "),
+        "{gone:?}"
+    );
+
     // The same secret over HTTP: one vault.
     let http = app.get("/api/secrets/billing/stripe/key").await;
     assert_eq!(http.status, 200, "{}", http.text);
@@ -154,7 +184,7 @@ async fn put_get_and_list_with_the_token_field() {
         .count_documents(doc! { "channel": "grpc" })
         .await
         .expect("count");
-    assert_eq!(grpc_records, 8, "4 puts, 2 gets, 2 lists");
+    assert_eq!(grpc_records, 10, "4 puts, 4 gets, 2 lists");
     assert_eq!(
         app.audit_logs()
             .count_documents(http_reads)
