@@ -157,7 +157,8 @@ fn spawn_grpc(
         None => None,
     };
     let listener = TcpListener::bind(&addr).map_err(bind_error)?;
-    crate::grpc::GrpcServer::spawn(vault.clone(), listener, tls).map_err(bind_error)
+    crate::grpc::GrpcServer::spawn(vault.clone(), listener, tls, config.max_body_bytes())
+        .map_err(bind_error)
 }
 
 /// The files `load_tls` already checked, read again for gRPC.

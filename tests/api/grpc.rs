@@ -340,6 +340,32 @@ async fn a_token_registered_over_grpc_reads_once_approved_with_x_token_alone() {
 }
 
 #[tokio::test]
+async fn values_over_the_limit_are_refused() {
+    let app = spawn_app_with(&[("MAX_SECRET_BYTES", "16")]).await;
+    let mut grpc = client(&app).await;
+    let id = &app.identity;
+    // Within the message limit, over MAX_SECRET_BYTES: the vault's code.
+    let big = grpc
+        .put_secret(as_service(
+            put("p/big", &"x".repeat(17), &id.token),
+            &id.service,
+        ))
+        .await
+        .expect_err("too large");
+    assert_eq!(big.code(), Code::InvalidArgument);
+    assert!(big.message().starts_with("secret_too_large: "), "{big:?}");
+    // Over the message limit (HTTP's body limit): refused by the server.
+    let huge = grpc
+        .put_secret(as_service(
+            put("p/huge", &"x".repeat(64 * 1024), &id.token),
+            &id.service,
+        ))
+        .await
+        .expect_err("message too large");
+    assert_eq!(huge.code(), Code::OutOfRange, "tonic's code: {huge:?}");
+}
+
+#[tokio::test]
 async fn grpc_enabled_false_serves_no_grpc() {
     let app = spawn_app_with(&[("GRPC_ENABLED", "false")]).await;
     assert!(app.grpc_address.is_none());
