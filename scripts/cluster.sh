@@ -13,7 +13,8 @@
 # (scripts/db.sh); without a master key one is generated for the cluster; with
 # no service identity, service `bench` (shorthand `*`) gets a generated token.
 # The generated settings are in $CLUSTER_DIR/env (source it to use them).
-# CLUSTER_DIR (default .run/cluster), BASE_PORT (default 18001), BIN (default
+# CLUSTER_DIR (default .run/cluster), BASE_PORT (default 18001; replica i serves
+# HTTP on BASE_PORT+i-1 and gRPC 1000 above it unless GRPC_ENABLED=false), BIN (default
 # target/release/secret-manager, built when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ start_replica() {
     # shellcheck disable=SC1091
     . "$DIR/env"
     set +a
-    HOST=127.0.0.1 PORT=$port exec "$BIN" serve
+    HOST=127.0.0.1 PORT=$port GRPC_PORT=$((port + 1000)) exec "$BIN" serve
   ) >>"$DIR/replica-$i.log" 2>&1 &
   echo $! >"$DIR/replica-$i.pid"
   if ! wait_ready "http://127.0.0.1:$port/health/ready" "$(cat "$DIR/replica-$i.pid")"; then

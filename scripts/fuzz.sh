@@ -24,7 +24,7 @@ trap cleanup EXIT INT TERM
 uri=$(scripts/db.sh start "$state/db")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 token=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
-env -i PATH="$PATH" HOME="$HOME" MONGO_URI="$uri" MONGO_DB=fuzz HOST=127.0.0.1 PORT="$port" \
+env -i PATH="$PATH" HOME="$HOME" MONGO_URI="$uri" MONGO_DB=fuzz HOST=127.0.0.1 PORT="$port" GRPC_ENABLED=false \
   MASTER_KEY="$(head -c 32 /dev/urandom | base64)" CONFIG_FILE=/dev/null \
   TOKEN_fuzz="$token" ALLOW_fuzz='*' AUTH_FAILURE_BURST=0 LOG_FORMAT=json RUST_LOG=warn \
   target/debug/secret-manager serve >"$state/server.log" 2>&1 &

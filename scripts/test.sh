@@ -6,8 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the suite starts for itself: HAProxy (cluster tests), nats-server (NATS
-# tests), headless Chromium (Swagger UI test).
+# tests), headless Chromium (Swagger UI test); protoc builds the gRPC stubs
+# (build.rs), python3 with grpcio runs the independent gRPC client.
 missing=()
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
@@ -17,6 +20,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
   $sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import grpc, grpc_tools, grpc_health, grpc_reflection' >/dev/null 2>&1; then
+  py_grpc=(grpcio grpcio-tools grpcio-health-checking grpcio-reflection)
+  echo "test.sh: installing ${py_grpc[*]}" >&2
+  python3 -m pip install -q "${py_grpc[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "${py_grpc[@]}"
 fi
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/secret-manager-test.XXXXXX")

@@ -49,11 +49,25 @@ pub struct LoadArgs {
     pub json: bool,
 }
 
+/// Which interface `bench` drives.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Transport {
+    /// The seed-compatible UUID endpoints (`/vault/secret/create|fetch`).
+    Http,
+    /// `PutSecret` / `GetSecret` on `--grpc-url`, secrets named `bench/<uuid>`.
+    Grpc,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Base URL of the service (only loopback targets make sense here).
     #[arg(long, env = "VAULT_URL", default_value = "http://127.0.0.1:8000")]
     pub url: String,
+    #[arg(long, value_enum, default_value = "http")]
+    pub transport: Transport,
+    /// The gRPC endpoint, for `--transport grpc`.
+    #[arg(long, env = "VAULT_GRPC_URL", default_value = "http://127.0.0.1:9000")]
+    pub grpc_url: String,
     #[arg(long, env = "VAULT_SERVICE")]
     pub service: Option<String>,
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
@@ -343,6 +357,92 @@ pub async fn run_http(args: BenchArgs) -> Result<Summary, String> {
         token: args.token.clone(),
     });
     drive(target, &args.load, args.url.clone()).await
+}
+
+type GrpcClient =
+    crate::grpc::pb::secrets_service_client::SecretsServiceClient<tonic::transport::Channel>;
+
+struct Grpc {
+    client: GrpcClient,
+    service: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Grpc {
+    fn request<T>(&self, body: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(body);
+        if let (Some(s), Some(t)) = (&self.service, &self.token) {
+            req.metadata_mut().insert("x-service", s.clone());
+            req.metadata_mut().insert("x-token", t.clone());
+        }
+        req
+    }
+}
+
+/// A failed call by its gRPC status name (or the code GetSecret answered).
+fn grpc_error(status: &tonic::Status) -> String {
+    format!("{:?}", status.code())
+}
+
+impl Target for Grpc {
+    async fn create(&self, value: &[u8]) -> Result<String, String> {
+        let name = format!("bench/{}", uuid::Uuid::new_v4().simple());
+        let body = crate::grpc::pb::PutSecretRequest {
+            secret_name: name.clone(),
+            value_b64: Some(STANDARD.encode(value)),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        client
+            .put_secret(self.request(body))
+            .await
+            .map_err(|s| grpc_error(&s))?;
+        Ok(name)
+    }
+
+    async fn fetch(&self, name: &str) -> Result<Vec<u8>, String> {
+        let body = crate::grpc::pb::GetSecretRequest {
+            secret_name: name.to_string(),
+            ..Default::default()
+        };
+        let mut client = self.client.clone();
+        let answer = client
+            .get_secret(self.request(body))
+            .await
+            .map_err(|s| grpc_error(&s))?
+            .into_inner();
+        if answer.success {
+            Ok(answer.value)
+        } else {
+            Err(answer.error_message)
+        }
+    }
+}
+
+/// Drives the interface `--transport` names.
+pub async fn run(args: BenchArgs) -> Result<Summary, String> {
+    match args.transport {
+        Transport::Http => run_http(args).await,
+        Transport::Grpc => run_grpc(args).await,
+    }
+}
+
+/// Drives the gRPC interface over one HTTP/2 connection (multiplexed).
+pub async fn run_grpc(args: BenchArgs) -> Result<Summary, String> {
+    let ascii = |v: &Option<String>, what: &str| {
+        v.as_deref()
+            .map(|s| s.parse().map_err(|_| format!("{what} is not ASCII")))
+            .transpose()
+    };
+    let client = GrpcClient::connect(args.grpc_url.clone())
+        .await
+        .map_err(|e| format!("cannot reach {}: {e}", args.grpc_url))?;
+    let target = Arc::new(Grpc {
+        client,
+        service: ascii(&args.service, "the service name")?,
+        token: ascii(&args.token, "the token")?,
+    });
+    drive(target, &args.load, args.grpc_url.clone()).await
 }
 
 /// Exactly the database work of one request, with the same driver.

@@ -61,6 +61,8 @@ struct RawEnv {
     tls_cert_file: Option<String>,
     tls_key_file: Option<String>,
     docs_enabled: Option<String>,
+    grpc_port: Option<String>,
+    grpc_enabled: Option<String>,
     mongo_write_concern: Option<String>,
 }
 
@@ -94,6 +96,9 @@ pub struct Config {
     /// Where change events are POSTed (`WEBHOOK_URL`), when set.
     pub webhook: Option<crate::webhook::WebhookSettings>,
     pub http: HttpSettings,
+    /// The gRPC port (`GRPC_PORT`, default 9000; 0 picks a free one), or
+    /// `None` when `GRPC_ENABLED=false`.
+    pub grpc_port: Option<u16>,
     /// Start-up warnings (logged by `Application::build`): settings given in
     /// both the environment and `config.yaml` with different values. The
     /// environment wins. Never a secret value.
@@ -181,6 +186,7 @@ impl Config {
         let nats = nats_settings(&raw, env, nats_acl, max_payload, &mut errors);
         let webhook = webhook_settings(env, &mut errors);
         let http = http_settings(&mut raw, &mut errors);
+        let grpc_port = grpc_port(&raw, &mut errors);
         let write_concern = collect(
             &mut errors,
             WriteAcknowledgement::parse(raw.mongo_write_concern.as_deref()),
@@ -422,6 +428,7 @@ impl Config {
                 log_format,
                 shutdown_timeout_secs,
                 http,
+                grpc_port,
                 warnings,
             }),
             _ => Err(ConfigError(errors)),
@@ -617,6 +624,27 @@ fn nats_settings(
         max_payload,
     })
 }
+
+/// `GRPC_PORT` (default 9000) unless `GRPC_ENABLED=false`.
+fn grpc_port(raw: &RawEnv, errors: &mut Vec<String>) -> Option<u16> {
+    let enabled = collect(
+        errors,
+        settings::boolean("GRPC_ENABLED", raw.grpc_enabled.as_deref(), true),
+    )?;
+    let port = match raw.grpc_port.as_deref().map(str::trim) {
+        None | Some("") => Some(DEFAULT_GRPC_PORT),
+        Some(text) => text.parse::<u16>().ok().or_else(|| {
+            errors.push(format!(
+                "`GRPC_PORT` must be a port number 0-65535 (got `{text}`)"
+            ));
+            None
+        }),
+    };
+    port.filter(|_| enabled)
+}
+
+/// Where gRPC listens unless `GRPC_PORT` says otherwise.
+pub const DEFAULT_GRPC_PORT: u16 = 9000;
 
 /// `TLS_CERT_FILE` + `TLS_KEY_FILE` (both or neither) and `DOCS_ENABLED`.
 fn http_settings(raw: &mut RawEnv, errors: &mut Vec<String>) -> HttpSettings {
@@ -898,6 +926,26 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn grpc_listens_on_9000_by_default_and_can_be_moved_or_switched_off() {
+        let grpc = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("MASTER_KEY", KEY_B64)];
+            all.extend_from_slice(pairs);
+            with(&all).map(|c| c.grpc_port).map_err(|e| e.to_string())
+        };
+        assert_eq!(grpc(&[]), Ok(Some(DEFAULT_GRPC_PORT)));
+        assert_eq!(DEFAULT_GRPC_PORT, 9000);
+        assert_eq!(grpc(&[("GRPC_PORT", "9100")]), Ok(Some(9100)));
+        assert_eq!(grpc(&[("GRPC_ENABLED", "false")]), Ok(None));
+        let err = grpc(&[("GRPC_PORT", "grpc")]).expect_err("not a port");
+        assert!(
+            err.contains("`GRPC_PORT` must be a port number 0-65535 (got `grpc`)"),
+            "{err}"
+        );
+        let err = grpc(&[("GRPC_ENABLED", "maybe")]).expect_err("not a boolean");
+        assert!(err.contains("`GRPC_ENABLED` must be"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod config;
 pub mod crypto;
 pub mod dto;
 pub mod error;
+pub mod grpc;
 pub mod nats;
 pub mod settings;
 pub mod startup;

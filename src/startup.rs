@@ -23,6 +23,9 @@ use crate::vault::{Limits, Vault};
 pub struct Application {
     port: u16,
     server: Server,
+    /// Stopped after the HTTP server (or when the application is dropped).
+    grpc: Option<crate::grpc::GrpcServer>,
+    shutdown_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,20 +105,77 @@ impl Application {
                 .await
                 .map_err(StartupError::Nats)?;
         }
+        let grpc = match config.grpc_port {
+            Some(grpc_port) => Some(spawn_grpc(&state.vault, &config, grpc_port)?),
+            None => None,
+        };
         let https = tls.is_some();
         let server = run(listener, state, tls, &config)?;
-        tracing::info!(port, https, key_id = %config.master_key.key_id(), "secret-manager listening");
-        Ok(Self { port, server })
+        let grpc_port = grpc.as_ref().map(|g| g.port);
+        tracing::info!(port, ?grpc_port, https, key_id = %config.master_key.key_id(), "secret-manager listening");
+        Ok(Self {
+            port,
+            server,
+            grpc,
+            shutdown_timeout: std::time::Duration::from_secs(config.shutdown_timeout_secs),
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until SIGTERM/SIGINT, then drains in-flight requests within the shutdown timeout.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// The port gRPC listens on, when `GRPC_ENABLED` (the default).
+    pub fn grpc_port(&self) -> Option<u16> {
+        self.grpc.as_ref().map(|g| g.port)
     }
+
+    /// Serves until SIGTERM/SIGINT, then drains in-flight requests within the
+    /// shutdown timeout: HTTP first, then gRPC.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        if let Some(grpc) = self.grpc {
+            grpc.stop(self.shutdown_timeout).await;
+        }
+        served
+    }
+}
+
+/// Binds `GRPC_PORT` on `HOST` and serves gRPC on the current runtime.
+fn spawn_grpc(
+    vault: &Vault,
+    config: &Config,
+    grpc_port: u16,
+) -> Result<crate::grpc::GrpcServer, StartupError> {
+    let addr = format!("{}:{grpc_port}", config.host);
+    let bind_error = |source| StartupError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    let tls = match &config.http.tls {
+        Some(files) => Some(grpc_tls(files)?),
+        None => None,
+    };
+    let listener = TcpListener::bind(&addr).map_err(bind_error)?;
+    crate::grpc::GrpcServer::spawn(vault.clone(), listener, tls, config.max_body_bytes())
+        .map_err(bind_error)
+}
+
+/// The files `load_tls` already checked, read again for gRPC.
+fn grpc_tls(files: &TlsFiles) -> Result<crate::grpc::GrpcTls, StartupError> {
+    let read = |variable: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| {
+            StartupError::Tls(format!(
+                "`{variable}` ({}) could not be read: {}",
+                path.display(),
+                e.kind()
+            ))
+        })
+    };
+    Ok(crate::grpc::GrpcTls {
+        cert_pem: read("TLS_CERT_FILE", &files.cert_file)?,
+        key_pem: zeroize::Zeroizing::new(read("TLS_KEY_FILE", &files.key_file)?),
+    })
 }
 
 fn run(

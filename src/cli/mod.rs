@@ -193,7 +193,7 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(),
         Command::Keygen { file } => keygen(file),
         Command::Healthcheck { port } => healthcheck(port),
-        Command::Bench(args) => bench(args.load.json, crate::bench::run_http(args)),
+        Command::Bench(args) => bench(args.load.json, crate::bench::run(args)),
         Command::BenchDb(args) => bench(args.load.json, crate::bench::run_db(args)),
         other => client_command(other),
     }

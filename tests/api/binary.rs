@@ -22,6 +22,8 @@ fn serve(dir: &Path, envs: &[(&str, String)]) -> Child {
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Tests run in parallel: never the default gRPC port.
+        .env("GRPC_PORT", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in envs {

@@ -45,6 +45,8 @@ impl Cluster {
             ("MONGO_DB".into(), unique_db_name()),
             ("MONGO_TIMEOUT_MS".into(), "500".into()),
             ("CONFIG_FILE".into(), "/dev/null".into()),
+            // Replicas' gRPC ports would be fixed offsets from BASE_PORT.
+            ("GRPC_ENABLED".into(), "false".into()),
             ("TOKEN_cluster".into(), TOKEN.into()),
             ("ALLOW_cluster".into(), "*".into()),
             ("AUDIT_ENABLED".into(), "true".into()),

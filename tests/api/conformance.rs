@@ -7,8 +7,8 @@
 //! case and transport, so cases cannot disturb each other); each `Transport`
 //! turns the call into its wire request and reports the answer as a code: `ok`
 //! or the error `code`. Every divergence is collected and the test fails once,
-//! at the end, with a table of all of them. Adding a transport (gRPC) is one
-//! more `Transport` implementation in the `transports` array.
+//! at the end, with a table of all of them. A transport is one `Transport`
+//! implementation in the `transports` array: HTTP, NATS and gRPC.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -18,7 +18,10 @@ use futures_util::future::BoxFuture;
 use futures_util::TryStreamExt as _;
 use mongodb::bson::{doc, Bson, Document};
 use reqwest::Method;
+use secret_manager::error::ErrorCode;
+use secret_manager::grpc::{grpc_code, pb};
 use serde_json::{json, Value as Json};
+use tonic::metadata::MetadataMap;
 
 use crate::helpers::{spawn_app_with_config, Identity, TestApp};
 use crate::nats::{client, NatsServer, SUBJECT};
@@ -498,7 +501,7 @@ struct Answer {
     request_id: Option<String>,
 }
 
-/// One way to reach the vault. A gRPC column is one more implementation.
+/// One way to reach the vault.
 trait Transport {
     /// The column name, and the `channel` its audit records carry.
     fn name(&self) -> &'static str;
@@ -766,6 +769,195 @@ impl Transport for Nats {
     }
 }
 
+type GrpcClient = pb::secrets_service_client::SecretsServiceClient<tonic::transport::Channel>;
+
+struct Grpc {
+    client: GrpcClient,
+}
+
+impl Grpc {
+    async fn connect(app: &TestApp) -> Self {
+        let address = app.grpc_address.clone().expect("gRPC is enabled");
+        let client = GrpcClient::connect(address).await.expect("gRPC connects");
+        Self { client }
+    }
+
+    /// `body` with the caller's identity in `x-service` / `x-token`.
+    fn request<T>(body: T, creds: Option<&Identity>) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(body);
+        if let Some(id) = creds {
+            let md = req.metadata_mut();
+            md.insert("x-service", id.service.parse().expect("ascii service"));
+            md.insert("x-token", id.token.parse().expect("ascii token"));
+        }
+        req
+    }
+
+    fn key(project: &str, path: &str) -> String {
+        format!("{project}/{path}")
+    }
+}
+
+fn request_id(md: &MetadataMap) -> Option<String> {
+    md.get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The answer's code: `ok`, what `failed` finds in an OK body (GetSecret's
+/// `success = false`), or the status's `x-error-code`, checked against the
+/// status code and message it must come with.
+fn grpc_answer<T>(
+    res: Result<tonic::Response<T>, tonic::Status>,
+    failed: impl FnOnce(&T) -> Option<String>,
+) -> Answer {
+    match res {
+        Ok(r) => Answer {
+            code: failed(r.get_ref()).unwrap_or_else(|| OK.to_string()),
+            request_id: request_id(r.metadata()),
+        },
+        Err(status) => {
+            let code = status
+                .metadata()
+                .get("x-error-code")
+                .and_then(|v| v.to_str().ok());
+            let known = ErrorCode::ALL.iter().find(|c| Some(c.as_str()) == code);
+            let code = match (code, known) {
+                (Some(code), Some(known))
+                    if status.code() == grpc_code(*known)
+                        && status.message().starts_with(&format!("{code}: ")) =>
+                {
+                    code.to_string()
+                }
+                _ => format!(
+                    "status {:?} {:?} with x-error-code {code:?}",
+                    status.code(),
+                    status.message()
+                ),
+            };
+            Answer {
+                code,
+                request_id: request_id(status.metadata()),
+            }
+        }
+    }
+}
+
+/// Every answer but GetSecret's: an OK status is a success.
+fn never_failed<T>(_: &T) -> Option<String> {
+    None
+}
+
+impl Transport for Grpc {
+    fn name(&self) -> &'static str {
+        "grpc"
+    }
+
+    fn send<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Answer> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            let creds = req.creds.as_ref();
+            let put = |project: &str, path: &str, value: Val, expected_version| {
+                let (value, value_b64) = match value {
+                    Val::Text(t) => (Some(t.to_string()), None),
+                    Val::B64(b) => (None, Some(b.to_string())),
+                    Val::Neither => (None, None),
+                    Val::Both => (Some("v3".to_string()), Some("djM=".to_string())),
+                };
+                pb::PutSecretRequest {
+                    secret_name: Self::key(project, path),
+                    value,
+                    value_b64,
+                    expected_version,
+                    ..Default::default()
+                }
+            };
+            match &req.call {
+                Call::Get {
+                    project,
+                    path,
+                    version,
+                } => {
+                    let body = pb::GetSecretRequest {
+                        secret_name: Self::key(project, path),
+                        version: *version,
+                        ..Default::default()
+                    };
+                    let res = client.get_secret(Self::request(body, creds)).await;
+                    grpc_answer(res, |r: &pb::GetSecretResponse| {
+                        (!r.success).then(|| r.error_message.clone())
+                    })
+                }
+                Call::Create {
+                    project,
+                    path,
+                    value,
+                } => {
+                    let body = put(project, path, *value, None);
+                    grpc_answer(
+                        client.put_secret(Self::request(body, creds)).await,
+                        never_failed,
+                    )
+                }
+                Call::Update {
+                    project,
+                    path,
+                    value,
+                    expected_version,
+                } => {
+                    let body = put(project, path, *value, *expected_version);
+                    grpc_answer(
+                        client.put_secret(Self::request(body, creds)).await,
+                        never_failed,
+                    )
+                }
+                Call::Delete { project, path } => {
+                    let body = pb::DeleteSecretRequest {
+                        secret_name: Self::key(project, path),
+                        ..Default::default()
+                    };
+                    grpc_answer(
+                        client.delete_secret(Self::request(body, creds)).await,
+                        never_failed,
+                    )
+                }
+                Call::List {
+                    project,
+                    prefix,
+                    limit,
+                    cursor,
+                } => {
+                    let body = pb::ListSecretsRequest {
+                        project: project.clone().unwrap_or_default(),
+                        prefix: prefix.clone().unwrap_or_default(),
+                        limit: *limit,
+                        cursor: cursor.clone().unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    grpc_answer(
+                        client.list_secrets(Self::request(body, creds)).await,
+                        never_failed,
+                    )
+                }
+                Call::Rotate => {
+                    let body = pb::RotateKeyRequest::default();
+                    grpc_answer(
+                        client.rotate_key(Self::request(body, creds)).await,
+                        never_failed,
+                    )
+                }
+                Call::Status => {
+                    let body = pb::WhoAmIRequest::default();
+                    grpc_answer(
+                        client.who_am_i(Self::request(body, creds)).await,
+                        never_failed,
+                    )
+                }
+            }
+        })
+    }
+}
+
 // ------------------------------------------------------------------- audit
 
 /// The audit records written since the last look.
@@ -831,6 +1023,25 @@ impl<'a> AuditTrail<'a> {
 
 fn text(record: &Document, field: &str) -> Option<String> {
     record.get_str(field).ok().map(str::to_string)
+}
+
+/// Drops the records of refusals counted earlier that the limiter's flusher
+/// writes when their window ends (issue 10): at any moment, so possibly while
+/// a later case runs. They are `authenticate` records of another channel, or
+/// of another request when the answer names its own.
+fn without_late_refusals(records: Vec<Document>, channel: &str, answer: &Answer) -> Vec<Document> {
+    records
+        .into_iter()
+        .filter(|r| {
+            let late = text(r, "action").as_deref() == Some("authenticate")
+                && (text(r, "channel").as_deref() != Some(channel)
+                    || answer
+                        .request_id
+                        .as_ref()
+                        .is_some_and(|id| text(r, "request_id").as_ref() != Some(id)));
+            !late
+        })
+        .collect()
 }
 
 /// Checks the one record a request wrote against the transport and the
@@ -991,7 +1202,8 @@ async fn every_case_gets_one_answer_and_one_audit_record_on_every_transport() {
     };
     let http = Http { app: &app };
     let nats = Nats::connect(&server, &app).await;
-    let transports: [&dyn Transport; 2] = [&http, &nats];
+    let grpc = Grpc::connect(&app).await;
+    let transports: [&dyn Transport; 3] = [&http, &nats, &grpc];
     let mut trail = AuditTrail::new(&app);
     let mut found = Divergences::default();
     let cases = cases();
@@ -1018,6 +1230,7 @@ async fn every_case_gets_one_answer_and_one_audit_record_on_every_transport() {
                 ));
             }
             let records = trail.new_records().await;
+            let records = without_late_refusals(records, transport.name(), &answer);
             match check_record(&records, transport.name(), &answer) {
                 Ok(summary) => audited.push((transport.name(), summary)),
                 Err(problems) => found.audit.extend(

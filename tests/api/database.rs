@@ -24,20 +24,20 @@ fn db_script(action: &str, dir: &Path) -> String {
 }
 
 /// A database of this test's own, stopped when dropped.
-struct OwnDatabase {
+pub(crate) struct OwnDatabase {
     dir: tempfile::TempDir,
 }
 
 impl OwnDatabase {
-    fn start() -> (Self, String) {
+    pub(crate) fn start() -> (Self, String) {
         let dir = tempfile::tempdir().expect("tempdir");
         let uri = db_script("start", dir.path());
         (Self { dir }, uri)
     }
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         db_script("stop", self.dir.path());
     }
-    fn restart(&self) -> String {
+    pub(crate) fn restart(&self) -> String {
         db_script("start", self.dir.path())
     }
 }

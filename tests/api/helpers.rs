@@ -44,6 +44,8 @@ impl Identity {
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:<GRPC_PORT>`, unless `GRPC_ENABLED=false`.
+    pub grpc_address: Option<String>,
     pub db: Database,
     pub db_name: String,
     pub master_key: String,
@@ -217,6 +219,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         (format!("ALLOW_{}", identity.service), "*".into()),
         ("HOST".into(), "127.0.0.1".into()),
         ("PORT".into(), "0".into()),
+        ("GRPC_PORT".into(), "0".into()),
         ("WORKERS".into(), "2".into()),
         ("MONGO_URI".into(), mongo_uri()),
         ("MONGO_DB".into(), db_name.clone()),
@@ -246,9 +249,11 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let config = Config::from_pairs(pairs).expect("test configuration");
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
+    let grpc_address = app.grpc_port().map(|p| format!("http://127.0.0.1:{p}"));
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        grpc_address,
         db: test_db(&db_name).await,
         db_name,
         master_key,
@@ -355,6 +360,7 @@ pub fn test_config(extra: &[(&str, &str)]) -> Result<Config, secret_manager::con
         ("CONFIG_FILE".into(), "/dev/null".into()),
         ("HOST".into(), "127.0.0.1".into()),
         ("PORT".into(), "0".into()),
+        ("GRPC_PORT".into(), "0".into()),
         ("WORKERS".into(), "1".into()),
         ("MONGO_URI".into(), mongo_uri()),
         ("MONGO_DB".into(), unique_db_name()),

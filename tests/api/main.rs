@@ -13,6 +13,7 @@ mod deploy;
 mod encryption;
 mod errors;
 mod events;
+mod grpc;
 mod health;
 mod helpers;
 mod keys;

@@ -432,6 +432,7 @@ async fn the_token_never_reaches_the_logs() {
         .env("CONFIG_FILE", "/dev/null")
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
+        .env("GRPC_PORT", "0")
         .env("WORKERS", "1")
         .env("MONGO_URI", crate::helpers::mongo_uri())
         .env("MONGO_DB", crate::helpers::unique_db_name())
