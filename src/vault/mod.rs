@@ -509,7 +509,8 @@ impl Vault {
                 Ok(())
             }
             None => {
-                if let Some(key) = &key {
+                let registered = token.is_some_and(|t| self.registered_token(t));
+                if let (Some(key), false) = (&key, registered) {
                     self.limiter.fail(key);
                 }
                 meta.actor = claimed;

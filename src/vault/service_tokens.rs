@@ -192,6 +192,8 @@ pub struct RegisterInput<'a> {
 #[derive(Clone)]
 struct Cached {
     approved: Option<(String, String)>,
+    /// Registered in any state: a pending, denied or revoked token is not a guess.
+    registered: bool,
     fetched: Instant,
 }
 
@@ -227,7 +229,7 @@ impl TokenBook {
             .cloned()
     }
 
-    fn remember(&self, hash: String, approved: Option<(String, String)>) {
+    fn remember(&self, hash: String, approved: Option<(String, String)>, registered: bool) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, c| c.fetched.elapsed() < CACHE_TTL);
@@ -239,6 +241,7 @@ impl TokenBook {
             hash,
             Cached {
                 approved,
+                registered,
                 fetched: Instant::now(),
             },
         );
@@ -475,10 +478,11 @@ impl Vault {
             Some(c) => c.approved,
             None => {
                 let found = store::find_by_hash(self.db(), &hash).await?;
+                let registered = found.is_some();
                 let approved = found
                     .filter(|d| d.state == TokenState::Approved.as_str())
                     .map(|d| (d.id, d.service_name));
-                self.tokens.remember(hash, approved.clone());
+                self.tokens.remember(hash, approved.clone(), registered);
                 approved
             }
         };
@@ -491,6 +495,15 @@ impl Vault {
         self.tokens.count_use(&id);
         self.start_usage_flush();
         Ok(Some(name))
+    }
+
+    /// Whether `token` is registered in any state, as `registered_service` just
+    /// looked it up: a service polling while its registration is pending is not
+    /// guessing, so its 401s do not count towards the failure limiter.
+    pub(super) fn registered_token(&self, token: &str) -> bool {
+        self.tokens
+            .cached(&token_hash(token))
+            .is_some_and(|c| c.registered)
     }
 
     /// Once per process: writes the counted uses every [`USAGE_FLUSH`].

@@ -482,3 +482,34 @@ async fn the_token_never_reaches_the_logs() {
     assert!(!out.contains(&token), "stdout leaks the token");
     assert!(!err.contains(&token), "stderr leaks the token");
 }
+
+/// A service polling with its token while the registration is pending is not
+/// guessing: its 401s do not use up the failure limiter, so approval works at
+/// once. A wrong token from the same address still does.
+#[tokio::test]
+async fn polling_while_pending_does_not_lock_the_service_out() {
+    let (app, admin) = admin_app(&[("AUTH_FAILURE_BURST", "3")]).await;
+    let token = strong_token();
+    let id = registered(&app, &admin, "poller", &token).await;
+    for _ in 0..10 {
+        whoami(&app, Some("poller"), &token)
+            .await
+            .assert_error(401, "unauthorized");
+        whoami(&app, None, &token)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    let approved = act(&app, &admin, &id, "approve").await;
+    assert_eq!(approved.status, 200, "{}", approved.text);
+    let ok = whoami(&app, Some("poller"), &token).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    // Guesses are still limited.
+    let guesses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(whoami(&app, Some("poller"), &strong_token()).await.status);
+        }
+        statuses
+    };
+    assert_eq!(guesses, [401, 401, 401, 429, 429], "{guesses:?}");
+}
