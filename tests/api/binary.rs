@@ -16,6 +16,31 @@ use crate::helpers::{free_port, mongo_uri, unique_db_name};
 const BIN: &str = env!("CARGO_BIN_EXE_secret-manager");
 const TOKEN: &str = "binary-test-token-8d2c4a";
 
+/// A served binary that is killed when the test ends, also when it fails midway.
+struct Served(Child);
+
+impl std::ops::Deref for Served {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn serve(dir: &Path, envs: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
@@ -79,7 +104,7 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
     let key_file = dir.path().join("master_key");
     std::fs::write(&key_file, format!("{key}\n")).expect("key file");
     let port = free_port();
-    let mut child = serve(
+    let mut child = Served(serve(
         dir.path(),
         &[
             ("MASTER_KEY_FILE", key_file.display().to_string()),
@@ -93,7 +118,7 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
             ("TOKEN_bin-test", TOKEN.into()),
             ("ALLOW_bin-test", "*".into()),
         ],
-    );
+    ));
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     wait_healthy(&http, &url, &mut child).await;
@@ -218,10 +243,10 @@ async fn dotenv_is_loaded_and_the_real_environment_wins() {
         ),
     )
     .expect(".env");
-    let mut child = serve(
+    let mut child = Served(serve(
         dir.path(),
         &[("MONGO_URI", mongo_uri()), ("PORT", env_port.to_string())],
-    );
+    ));
     let http = reqwest::Client::new();
     wait_healthy(&http, &format!("http://127.0.0.1:{env_port}"), &mut child).await;
     let dotenv_answers = http
