@@ -201,7 +201,12 @@ impl Vault {
                     format!("`expires_in` must be 1-{MAX_GRANT_SECS} seconds"),
                 ));
             }
-            let Some(found) = store::get(self.db(), id).await? else {
+            // Ids are UUIDs: anything else (of any length) names no request.
+            let found = match uuid::Uuid::parse_str(id) {
+                Ok(_) => store::get(self.db(), id).await?,
+                Err(_) => None,
+            };
+            let Some(found) = found else {
                 return Err(ApiError::new(
                     ErrorCode::AccessRequestNotFound,
                     "no access request with that id",

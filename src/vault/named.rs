@@ -11,7 +11,9 @@ use super::{utc, Op, RecordRef, RequestMeta, Scope, Undo, Value, Vault};
 use crate::auth::{secret_resource, Action};
 use crate::crypto::NONCE_LEN;
 use crate::error::{ApiError, ErrorCode};
-use crate::store::secrets::{self, InsertError, Locator, SecretDoc, SecretView, VersionMeta};
+use crate::store::secrets::{
+    self, InsertError, Locator, SecretDoc, SecretView, VersionDoc, VersionMeta,
+};
 
 /// A new named secret as a caller describes it.
 pub struct NewSecret<'a> {
@@ -418,7 +420,7 @@ impl Vault {
             self.require_on(meta, Action::Write, key)?;
             let plaintext = self.decode_value(value, "value")?;
             if let Some(record) = self
-                .append(scope, meta, key, &plaintext, expected_version)
+                .append(scope, meta, key, &plaintext, expected_version, None)
                 .await?
             {
                 return Ok(record);
@@ -463,7 +465,8 @@ impl Vault {
                 project: key.project(),
                 path: key.path(),
             };
-            if secrets::find_live(self.db(), at, None).await?.is_none() {
+            let mut read = secrets::find_live(self.db(), at, None).await?;
+            if read.is_none() {
                 scope.op(Op::Create);
             }
             let value = Value::one_of(value.0, value.1)?;
@@ -471,7 +474,7 @@ impl Vault {
             let plaintext = self.decode_value(value, "value")?;
             for _ in 0..CAS_ATTEMPTS {
                 if let Some(record) = self
-                    .append(scope, meta, key, &plaintext, expected_version)
+                    .append(scope, meta, key, &plaintext, expected_version, read.take())
                     .await?
                 {
                     return Ok(record);
@@ -494,6 +497,8 @@ impl Vault {
     }
 
     /// Appends a version by compare-and-set; `None` when no live secret is there.
+    /// `read` is what the caller already read of the secret, used for the
+    /// first attempt instead of reading it again.
     async fn append(
         &self,
         scope: &mut Scope,
@@ -501,14 +506,19 @@ impl Vault {
         key: &SecretKey,
         plaintext: &Zeroizing<Vec<u8>>,
         expected_version: Option<i64>,
+        mut read: Option<SecretView<VersionDoc>>,
     ) -> Result<Option<SecretRecord>, ApiError> {
         let at = Locator::Path {
             project: key.project(),
             path: key.path(),
         };
         for attempt in 0..CAS_ATTEMPTS {
-            let Some(current) = secrets::find_live(self.db(), at, None).await? else {
-                return Ok(None);
+            let current = match read.take() {
+                Some(current) => current,
+                None => match secrets::find_live(self.db(), at, None).await? {
+                    Some(current) => current,
+                    None => return Ok(None),
+                },
             };
             scope.secret_id(&current.id);
             let base = current.current_version;
