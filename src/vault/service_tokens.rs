@@ -270,8 +270,7 @@ impl TokenBook {
 
 /// Lowercase hex SHA-256: what is stored, indexed and cached instead of a token.
 pub fn token_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 fn status_of(state: &str) -> Registration {
