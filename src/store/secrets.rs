@@ -371,6 +371,47 @@ pub async fn restore(
     Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_string)))
 }
 
+/// What a watcher sees of a path: no values, only the current version and
+/// whether the secret is live, a stub, or deleted.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PathState {
+    pub current_version: i64,
+    pub updated_at: DateTime,
+    pub updated_by: String,
+    #[serde(default)]
+    pub deleted_at: Option<DateTime>,
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+/// The documents at `project/path` (a live one, a stub, deleted ones awaiting
+/// purge), the live one first when there is one; `None` when there are none.
+pub async fn path_state(
+    db: &Database,
+    project: &str,
+    path: &str,
+) -> Result<Option<PathState>, StoreError> {
+    let mut found: Vec<PathState> = collection::<PathState>(db)
+        .find(doc! { "project": project, "path": path })
+        .projection(doc! {
+            "current_version": 1, "updated_at": 1, "updated_by": 1,
+            "deleted_at": 1, "state": 1,
+        })
+        .limit(16)
+        .await?
+        .try_collect()
+        .await?;
+    // Live first, then a stub, then the most recently deleted.
+    found.sort_by_key(|s| {
+        (
+            s.deleted_at.is_some(),
+            s.state.is_some(),
+            std::cmp::Reverse(s.deleted_at.map(|d| d.timestamp_millis())),
+        )
+    });
+    Ok(found.into_iter().next())
+}
+
 /// Version metadata of a live secret, newest first.
 pub async fn versions(
     db: &Database,

@@ -207,6 +207,7 @@ impl Vault {
         match secrets::insert(self.db(), doc).await {
             Ok(()) => {
                 scope.undo(Undo::RemoveSecret(doc.id.clone()));
+                scope.event("secret_created");
                 Ok(())
             }
             Err(InsertError::Exists) => {
@@ -254,6 +255,7 @@ impl Vault {
         self.pending(meta, scope).await?;
         if secrets::fill_stub(self.db(), &stub_id, &filled).await? {
             scope.event("stub_filled");
+            scope.event("secret_created");
             Ok(filled)
         } else {
             Err(exists)
@@ -536,6 +538,7 @@ impl Vault {
             let max_versions = self.limits().max_versions;
             if secrets::append_version(self.db(), &current.id, base, &version, max_versions).await?
             {
+                scope.event("secret_updated");
                 // An audit failure after this leaves the version standing (it
                 // cannot be removed without racing other writers); the caller is told to retry.
                 return Ok(Some(SecretRecord {
@@ -583,6 +586,7 @@ impl Vault {
                 .await?
                 .ok_or_else(not_found)?;
             scope.secret_id(&id);
+            scope.event("secret_deleted");
             Ok(())
         })
         .await
@@ -602,6 +606,7 @@ impl Vault {
                     )
                 })?;
             scope.secret_id(&id);
+            scope.event("secret_restored");
             Ok(())
         })
         .await
