@@ -54,6 +54,9 @@ pub struct LoadArgs {
 pub enum Transport {
     /// The seed-compatible UUID endpoints (`/vault/secret/create|fetch`).
     Http,
+    /// The named endpoints (`POST /api/secrets`, `GET /api/secrets/bench/<uuid>`):
+    /// the same work as `grpc`, over HTTP.
+    HttpNamed,
     /// `PutSecret` / `GetSecret` on `--grpc-url`, secrets named `bench/<uuid>`.
     Grpc,
 }
@@ -343,19 +346,69 @@ impl Target for Http {
     }
 }
 
-/// Drives the HTTP API.
-pub async fn run_http(args: BenchArgs) -> Result<Summary, String> {
+/// The named endpoints: what `Grpc` does, over HTTP.
+struct HttpNamed(Http);
+
+impl Target for HttpNamed {
+    async fn create(&self, value: &[u8]) -> Result<String, String> {
+        let path = uuid::Uuid::new_v4().simple().to_string();
+        let res = self
+            .0
+            .post("/api/secrets")
+            .json(&serde_json::json!({
+                "project": "bench", "path": path, "value_b64": STANDARD.encode(value),
+            }))
+            .send()
+            .await;
+        if let Some(e) = status_error(&res) {
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    async fn fetch(&self, path: &str) -> Result<Vec<u8>, String> {
+        let mut req = self
+            .0
+            .client
+            .get(format!("{}/api/secrets/bench/{path}", self.0.url));
+        if let (Some(s), Some(t)) = (&self.0.service, &self.0.token) {
+            req = req
+                .header(crate::dto::SERVICE_HEADER, s)
+                .header(crate::dto::TOKEN_HEADER, t);
+        }
+        let res = req.send().await;
+        if let Some(e) = status_error(&res) {
+            return Err(e);
+        }
+        let body: serde_json::Value = res.map_err(|_| "io")?.json().await.map_err(|_| "body")?;
+        let b64 = body["value_b64"].as_str().ok_or("body")?;
+        STANDARD.decode(b64).map_err(|_| "body".into())
+    }
+}
+
+fn http_target(args: &BenchArgs) -> Result<Http, String> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.load.concurrency)
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
-    let target = Arc::new(Http {
+    Ok(Http {
         client,
         url: args.url.trim_end_matches('/').to_string(),
         service: args.service.clone(),
         token: args.token.clone(),
-    });
+    })
+}
+
+/// Drives the named HTTP endpoints.
+pub async fn run_http_named(args: BenchArgs) -> Result<Summary, String> {
+    let target = Arc::new(HttpNamed(http_target(&args)?));
+    drive(target, &args.load, args.url.clone()).await
+}
+
+/// Drives the HTTP API.
+pub async fn run_http(args: BenchArgs) -> Result<Summary, String> {
+    let target = Arc::new(http_target(&args)?);
     drive(target, &args.load, args.url.clone()).await
 }
 
@@ -423,6 +476,7 @@ impl Target for Grpc {
 pub async fn run(args: BenchArgs) -> Result<Summary, String> {
     match args.transport {
         Transport::Http => run_http(args).await,
+        Transport::HttpNamed => run_http_named(args).await,
         Transport::Grpc => run_grpc(args).await,
     }
 }

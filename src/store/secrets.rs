@@ -122,6 +122,15 @@ pub struct SecretView<V> {
     pub state: Option<String>,
     #[serde(default)]
     pub requested_by: Vec<String>,
+    #[serde(default)]
+    pub deleted_at: Option<DateTime>,
+}
+
+impl<V> SecretView<V> {
+    /// Not soft-deleted and not a stub.
+    pub fn is_live(&self) -> bool {
+        self.deleted_at.is_none() && self.state.as_deref() != Some(MISSING)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +159,21 @@ impl Locator<'_> {
 
 fn collection<T: Send + Sync>(db: &Database) -> Collection<T> {
     db.collection(COLLECTION)
+}
+
+/// The id of the one document at `project/path` (the unique index allows one).
+///
+/// Point lookups by path filter on exactly `{project, path}` and check the
+/// rest in Rust, and writes go by `_id` once it is known: with any further
+/// predicate in the filter, the test database (SecantusDB) answers by a
+/// collection scan instead of the `(project, path)` index, which made a read
+/// cost grow with the project's size (see docs/BENCHMARKS.md).
+async fn id_at(db: &Database, project: &str, path: &str) -> Result<Option<String>, StoreError> {
+    let found = collection::<Document>(db)
+        .find_one(doc! { "project": project, "path": path })
+        .projection(doc! { "_id": 1 })
+        .await?;
+    Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_string)))
 }
 
 /// Adds "live": not soft-deleted and not a stub.
@@ -210,9 +234,12 @@ pub async fn create_stub(db: &Database, stub: &SecretDoc) -> Result<bool, StoreE
     match collection::<SecretDoc>(db).insert_one(stub).await {
         Ok(_) => Ok(true),
         Err(e) if is_duplicate_key(&e) => {
+            let Some(id) = id_at(db, &stub.project, &stub.path).await? else {
+                return Ok(false);
+            };
             collection::<Document>(db)
                 .update_one(
-                    doc! { "project": &stub.project, "path": &stub.path, "state": MISSING },
+                    doc! { "_id": id, "state": MISSING },
                     doc! { "$addToSet": { "requested_by": { "$each": &stub.requested_by } } },
                 )
                 .await?;
@@ -229,10 +256,18 @@ pub async fn find_stub(
     path: &str,
 ) -> Result<Option<String>, StoreError> {
     let found = collection::<Document>(db)
-        .find_one(doc! { "project": project, "path": path, "state": MISSING, "deleted_at": null })
-        .projection(doc! { "_id": 1 })
+        .find_one(doc! { "project": project, "path": path })
+        .projection(doc! { "_id": 1, "state": 1, "deleted_at": 1 })
         .await?;
-    Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_string)))
+    Ok(found
+        .filter(|d| d.get_str("state") == Ok(MISSING) && !has_value(d, "deleted_at"))
+        .and_then(|d| d.get_str("_id").ok().map(str::to_string)))
+}
+
+/// Whether `field` is present and not null.
+fn has_value(d: &Document, field: &str) -> bool {
+    d.get(field)
+        .is_some_and(|v| !matches!(v, mongodb::bson::Bson::Null))
 }
 
 /// Turns the stub `id` into a secret whose version 1 is `first`, if it is
@@ -282,28 +317,31 @@ pub async fn find_live(
     at: Locator<'_>,
     version: Option<i64>,
 ) -> Result<Option<SecretView<VersionDoc>>, StoreError> {
-    let filter = live(at.filter());
+    // Exactly the key's fields (see `id_at`); liveness is checked here.
+    let filter = at.filter();
     let coll = collection::<SecretView<VersionDoc>>(db);
-    match version {
-        None => Ok(coll
-            .find_one(filter)
-            .projection(doc! { "versions": { "$slice": -1 } })
-            .await?),
+    let found = match version {
+        None => {
+            coll.find_one(filter)
+                .projection(doc! { "versions": { "$slice": -1 } })
+                .await?
+        }
         // At most MAX_VERSIONS are kept, so reading them all and picking one is cheap.
-        Some(v) => Ok(coll.find_one(filter).await?.map(|mut found| {
+        Some(v) => coll.find_one(filter).await?.map(|mut found| {
             found.versions.retain(|x| x.version == v);
             found
-        })),
-    }
+        }),
+    };
+    Ok(found.filter(SecretView::is_live))
 }
 
 /// Whether a soft-deleted secret holds this path.
 pub async fn is_deleted(db: &Database, project: &str, path: &str) -> Result<bool, StoreError> {
-    let n = collection::<Document>(db)
-        .count_documents(doc! { "project": project, "path": path, "deleted_at": { "$ne": null } })
-        .limit(1)
+    let found = collection::<Document>(db)
+        .find_one(doc! { "project": project, "path": path })
+        .projection(doc! { "deleted_at": 1 })
         .await?;
-    Ok(n > 0)
+    Ok(found.is_some_and(|d| has_value(&d, "deleted_at")))
 }
 
 /// Appends `version` if the secret is live and still at `expected` (compare-and-set),
@@ -341,9 +379,12 @@ pub async fn soft_delete(
     path: &str,
     purge_at: DateTime,
 ) -> Result<Option<String>, StoreError> {
+    let Some(id) = id_at(db, project, path).await? else {
+        return Ok(None);
+    };
     let found = collection::<Document>(db)
         .find_one_and_update(
-            live(doc! { "project": project, "path": path }),
+            live(doc! { "_id": id }),
             doc! { "$set": { "deleted_at": DateTime::now(), "purge_at": purge_at } },
         )
         .projection(doc! { "_id": 1 })
@@ -357,10 +398,13 @@ pub async fn restore(
     project: &str,
     path: &str,
 ) -> Result<Option<String>, StoreError> {
+    let Some(id) = id_at(db, project, path).await? else {
+        return Ok(None);
+    };
     let found = collection::<Document>(db)
         .find_one_and_update(
             doc! {
-                "project": project, "path": path,
+                "_id": id,
                 "deleted_at": { "$ne": null },
                 "purge_at": { "$gt": DateTime::now() },
             },
@@ -384,32 +428,20 @@ pub struct PathState {
     pub state: Option<String>,
 }
 
-/// The documents at `project/path` (a live one, a stub, deleted ones awaiting
-/// purge), the live one first when there is one; `None` when there are none.
+/// The document at `project/path` (live, a stub, or deleted awaiting purge),
+/// without values; `None` when there is none.
 pub async fn path_state(
     db: &Database,
     project: &str,
     path: &str,
 ) -> Result<Option<PathState>, StoreError> {
-    let mut found: Vec<PathState> = collection::<PathState>(db)
-        .find(doc! { "project": project, "path": path })
+    Ok(collection::<PathState>(db)
+        .find_one(doc! { "project": project, "path": path })
         .projection(doc! {
             "current_version": 1, "updated_at": 1, "updated_by": 1,
             "deleted_at": 1, "state": 1,
         })
-        .limit(16)
-        .await?
-        .try_collect()
-        .await?;
-    // Live first, then a stub, then the most recently deleted.
-    found.sort_by_key(|s| {
-        (
-            s.deleted_at.is_some(),
-            s.state.is_some(),
-            std::cmp::Reverse(s.deleted_at.map(|d| d.timestamp_millis())),
-        )
-    });
-    Ok(found.into_iter().next())
+        .await?)
 }
 
 /// Version metadata of a live secret, newest first.
@@ -419,12 +451,12 @@ pub async fn versions(
     path: &str,
 ) -> Result<Option<SecretView<VersionMeta>>, StoreError> {
     let found = collection::<SecretView<VersionMeta>>(db)
-        .find_one(live(doc! { "project": project, "path": path }))
+        .find_one(doc! { "project": project, "path": path })
         .projection(doc! {
             "versions.ciphertext": 0, "versions.nonce": 0,
         })
         .await?;
-    Ok(found.map(|mut s| {
+    Ok(found.filter(SecretView::is_live).map(|mut s| {
         s.versions.reverse();
         s
     }))

@@ -548,36 +548,41 @@ async fn grpc_uses_the_https_certificate() {
 }
 
 #[tokio::test]
-async fn bench_drives_grpc_and_every_fetch_matches() {
+async fn bench_drives_grpc_and_named_http_and_every_fetch_matches() {
     use secret_manager::bench::{BenchArgs, LoadArgs, Mode, Transport};
-    let app = spawn_app_with(&[]).await;
-    let args = BenchArgs {
-        url: app.address.clone(),
-        transport: Transport::Grpc,
-        grpc_url: app.grpc_address.clone().expect("gRPC"),
-        service: Some(app.identity.service.clone()),
-        token: Some(app.identity.token.clone()),
-        load: LoadArgs {
-            mode: Mode::Mix,
-            fetch_ratio: 0.5,
-            concurrency: 4,
-            duration: 1,
-            max_requests: 200,
-            value_size: 32,
-            seed: 4,
-            json: true,
-        },
-    };
-    let summary = secret_manager::bench::run(args).await.expect("bench runs");
-    assert!(summary.requests > 0, "{summary:?}");
-    assert!(summary.errors.is_empty(), "{summary:?}");
-    assert_eq!(summary.mismatches, 0);
-    let written = app
-        .secrets()
-        .count_documents(doc! { "project": "bench" })
-        .await
-        .expect("count");
-    assert!(written >= 4, "seeded through gRPC: {written}");
+    for transport in [Transport::Grpc, Transport::HttpNamed] {
+        let app = spawn_app_with(&[]).await;
+        let args = BenchArgs {
+            url: app.address.clone(),
+            transport,
+            grpc_url: app.grpc_address.clone().expect("gRPC"),
+            service: Some(app.identity.service.clone()),
+            token: Some(app.identity.token.clone()),
+            load: LoadArgs {
+                mode: Mode::Mix,
+                fetch_ratio: 0.5,
+                concurrency: 4,
+                duration: 1,
+                max_requests: 200,
+                value_size: 32,
+                seed: 4,
+                json: true,
+            },
+        };
+        let summary = secret_manager::bench::run(args).await.expect("bench runs");
+        assert!(summary.requests > 0, "{transport:?}: {summary:?}");
+        assert!(summary.errors.is_empty(), "{transport:?}: {summary:?}");
+        assert_eq!(summary.mismatches, 0, "{transport:?}");
+        let written = app
+            .secrets()
+            .count_documents(doc! { "project": "bench" })
+            .await
+            .expect("count");
+        assert!(
+            written >= 4,
+            "{transport:?} seeded the named path: {written}"
+        );
+    }
 }
 
 fn watch_request(name: &str, token: &str) -> pb::WatchSecretRequest {
