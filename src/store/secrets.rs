@@ -462,37 +462,54 @@ pub async fn versions(
     }))
 }
 
-/// Live secrets in `(project, path)` order after `after`, without values.
+/// Secret documents in `(project, path)` order after `after`, without values:
+/// live ones, stubs and deleted ones alike (the caller keeps what it lists,
+/// see `SecretView::is_live`), so a short page means the end.
+///
+/// The filter holds only the index's fields, and a prefix is a range, not a
+/// regular expression: the test database (SecantusDB) reads every document
+/// that matches the filter before it sorts and limits, so a tight range is
+/// what keeps a page cheap in a large project.
 pub async fn list_page(
     db: &Database,
     project: Option<&str>,
     prefix: Option<&str>,
     after: Option<(&str, &str)>,
     limit: i64,
-    stubs: bool,
 ) -> Result<Vec<SecretView<VersionMeta>>, StoreError> {
-    let mut filter = if stubs {
-        doc! { "deleted_at": null, "state": MISSING }
-    } else {
-        live(Document::new())
-    };
-    if let Some(p) = project {
-        filter.insert("project", p);
+    let prefix = prefix.filter(|p| !p.is_empty());
+    let mut filter = Document::new();
+    let mut path = Document::new();
+    if let Some(prefix) = prefix {
+        // Every path that starts with `prefix` sorts in [prefix, prefix + U+10FFFF).
+        path.insert("$gte", prefix);
+        path.insert("$lt", format!("{prefix}\u{10FFFF}"));
     }
-    if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
-        filter.insert(
-            "path",
-            doc! { "$regex": format!("^{}", regex_escape(prefix)) },
-        );
+    match (project, after) {
+        (Some(p), Some((after_p, after_path))) if p == after_p => {
+            filter.insert("project", p);
+            path.insert("$gt", after_path);
+        }
+        (Some(p), _) => {
+            filter.insert("project", p);
+        }
+        (None, Some((after_p, after_path))) => {
+            let mut same = path.clone();
+            same.insert("$gt", after_path);
+            let mut later = doc! { "project": { "$gt": after_p } };
+            if !path.is_empty() {
+                later.insert("path", path.clone());
+            }
+            filter.insert(
+                "$or",
+                vec![later, doc! { "project": after_p, "path": same }],
+            );
+            path = Document::new();
+        }
+        (None, None) => {}
     }
-    if let Some((p, path)) = after {
-        filter.insert(
-            "$or",
-            vec![
-                doc! { "project": { "$gt": p } },
-                doc! { "project": p, "path": { "$gt": path } },
-            ],
-        );
+    if !path.is_empty() {
+        filter.insert("path", path);
     }
     let cursor = collection::<SecretView<VersionMeta>>(db)
         .find(filter)
@@ -501,17 +518,6 @@ pub async fn list_page(
         .projection(doc! { "versions": 0 })
         .await?;
     Ok(cursor.try_collect().await?)
-}
-
-fn regex_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 2);
-    for c in text.chars() {
-        if !c.is_ascii_alphanumeric() && c != '/' && c != '_' && c != '-' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Whether any stored version (live or deleted) is sealed under `key_id`.

@@ -670,11 +670,18 @@ impl Vault {
             for _ in 0..20 {
                 let after_ref = after.as_ref().map(|(p, q)| (p.as_str(), q.as_str()));
                 let batch =
-                    secrets::list_page(self.db(), project, q.prefix, after_ref, limit, q.missing)
-                        .await?;
+                    secrets::list_page(self.db(), project, q.prefix, after_ref, limit).await?;
                 exhausted = (batch.len() as i64) < limit;
                 for item in batch {
                     after = Some((item.project.clone(), item.path.clone()));
+                    let wanted = if q.missing {
+                        item.deleted_at.is_none() && item.state.as_deref() == Some(secrets::MISSING)
+                    } else {
+                        item.is_live()
+                    };
+                    if !wanted {
+                        continue;
+                    }
                     let resource = secret_resource(&item.project, &item.path);
                     if self.may(meta, Action::List, &resource) {
                         items.push(SecretSummary::from_view(item));
