@@ -293,7 +293,7 @@ pub struct Secrets {{
 
 impl fmt::Debug for Secrets {{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {{
-        f.write_str("Secrets {{ .. }}")
+        f.write_str("Secrets(<redacted>)")
     }}
 }}
 
@@ -636,8 +636,16 @@ const INTEGER = /^-?[0-9]{{1,16}}$/;
 const NUMBER = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$/;
 
 function typed(spec: Spec, raw: string): Value | Problem {{
-  if (spec.pattern !== null && !new RegExp(spec.pattern, "u").test(raw)) {{
-    return new Problem("does not match its pattern");
+  if (spec.pattern !== null) {{
+    let re: RegExp;
+    try {{
+      re = new RegExp(spec.pattern, "u");
+    }} catch {{
+      return new Problem("its pattern is not a JavaScript regular expression");
+    }}
+    if (!re.test(raw)) {{
+      return new Problem("does not match its pattern");
+    }}
   }}
   switch (spec.kind) {{
     case "string":
@@ -879,8 +887,13 @@ class _Problem(Exception):
 
 
 def _typed(kind: str, pattern: Optional[str], raw: str) -> object:
-    if pattern is not None and re.search(pattern, raw) is None:
-        raise _Problem("does not match its pattern")
+    if pattern is not None:
+        try:
+            matched = re.search(pattern, raw) is not None
+        except re.error:
+            raise _Problem("its pattern is not a Python regular expression") from None
+        if not matched:
+            raise _Problem("does not match its pattern")
     if kind == "integer":
         if _INTEGER.fullmatch(raw) is None or abs(int(raw)) > _MAX_SAFE_INTEGER:
             raise _Problem("not an integer")

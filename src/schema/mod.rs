@@ -248,6 +248,49 @@ pub fn name_problem(name: &str) -> Option<String> {
     None
 }
 
+/// Why `pattern` may not mean the same to every client, if it may not: it
+/// must compile with Rust's `regex` and keep to the syntax Python's `re` and
+/// JavaScript's `RegExp` (with `u`) read alike: no `(?` group other than
+/// `(?:` (inline flags, named groups), no POSIX class (`[[:alpha:]]`), and
+/// only the escapes `\d \D \w \W \s \S \b \B \n \r \t \f` or a
+/// backslash before ASCII punctuation (no `\p{..}`, `\A`, `\z`, `\x..`).
+pub fn pattern_problem(pattern: &str) -> Option<String> {
+    if regex::Regex::new(pattern).is_err() {
+        return Some("is not a regular expression".into());
+    }
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e) if "dDwWsSbBnrtf".contains(e) || e.is_ascii_punctuation() => {}
+                Some(e) => {
+                    return Some(format!(
+                        "uses `\\{e}`, which Python, JavaScript and Rust do not read alike"
+                    ))
+                }
+                None => return Some("ends with a lone backslash".into()),
+            },
+            '(' if chars.peek() == Some(&'?') => {
+                chars.next();
+                if chars.next() != Some(':') {
+                    return Some(
+                        "uses a `(?` group other than `(?:` (flags, names, look-around), \
+                         which Python, JavaScript and Rust do not read alike"
+                            .into(),
+                    );
+                }
+            }
+            '[' if pattern.contains("[[:") => {
+                return Some(
+                    "uses a POSIX class such as `[[:alpha:]]`, which only Rust reads".into(),
+                )
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Shows a name from the file safely in a message (it may be anything).
 fn shown(name: &str) -> String {
     let cut: String = name.chars().take(MAX_NAME_CHARS).collect();
@@ -550,11 +593,8 @@ fn parse_secret(name: &str, prop: &Value) -> Result<SecretSpec, Vec<String>> {
             None
         }
         Some(Value::String(p)) => {
-            if regex::Regex::new(p).is_err() {
-                problems.push(format!(
-                    "{at}: `pattern` is not a regular expression (Rust `regex` syntax, \
-                     the subset shared with Python `re` and JavaScript)"
-                ));
+            if let Some(why) = pattern_problem(p) {
+                problems.push(format!("{at}: `pattern` {why}"));
             }
             Some(p.clone())
         }
@@ -667,6 +707,31 @@ mod tests {
             "\"F\": must be an object",
         ] {
             assert!(all.contains(expected), "{expected} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn patterns_keep_to_what_every_client_reads_alike() {
+        // (pattern, accepted)
+        let cases = [
+            (r"^sk_(live|test)_[A-Za-z0-9]{24}$", true),
+            (r"^\d+\.\d+$", true),
+            (r"(?:ab)+\/\-", true),
+            (r"(?i)^abc", false),
+            (r"(?P<n>a)", false),
+            (r"\p{L}+", false),
+            (r"\Aabc\z", false),
+            (r"\x41", false),
+            (r"[[:alpha:]]", false),
+            (r"(", false),
+        ];
+        for (pattern, accepted) in cases {
+            assert_eq!(
+                pattern_problem(pattern).is_none(),
+                accepted,
+                "{pattern}: {:?}",
+                pattern_problem(pattern)
+            );
         }
     }
 

@@ -189,11 +189,16 @@ fn combine_prints_the_union_and_refuses_disagreeing_duplicates() {
 /// versions this repository's Cargo.lock pins (already downloaded by our own
 /// build), in a target directory under target/ that later runs reuse.
 fn cargo_check(dir: &Path) -> Output {
+    cargo(dir, &["check", "--examples"])
+}
+
+fn cargo(dir: &Path, args: &[&str]) -> Output {
     std::fs::copy(Path::new(ROOT).join("Cargo.lock"), dir.join("Cargo.lock")).expect("lock");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run_tool(
         Command::new(cargo)
-            .args(["check", "--offline", "--quiet", "--examples"])
+            .args(args)
+            .args(["--offline", "--quiet"])
             .current_dir(dir)
             .env(
                 "CARGO_TARGET_DIR",
@@ -388,9 +393,51 @@ Secrets.load().then(
 );
 "#;
 
-/// Writes both clients and their programs into `dir`; returns how to run each.
+const RUST_PROGRAM: &str = r#"
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    match vault_secrets::Secrets::load().await {
+        Ok(s) => {
+            if (s.STRIPE_API_KEY(), s.PORT(), s.RATIO(), s.DEBUG()) != ("sk_live_1", 8080, 0.25, true) {
+                std::process::exit(4);
+            }
+            println!("{s:?}");
+        }
+        Err(e) => {
+            println!("{}", e.problems().join("\n"));
+            std::process::exit(3);
+        }
+    }
+}
+"#;
+
+/// Writes the three clients and their programs into `dir`; returns how to run each.
 fn clients(dir: &Path) -> Vec<(&'static str, Command)> {
     let schema = write_schema(dir, "secrets.schema.json", &schema_json());
+    let rs = dir.join("rs");
+    codegen(&schema, "rust", &rs);
+    let mut manifest = std::fs::read_to_string(rs.join("Cargo.toml")).expect("manifest");
+    manifest.push_str(
+        "\n[dev-dependencies]\ntokio = { version = \"1\", features = [\"rt\", \"macros\"] }\n",
+    );
+    std::fs::write(rs.join("Cargo.toml"), manifest).expect("write");
+    std::fs::create_dir_all(rs.join("examples")).expect("examples");
+    std::fs::write(rs.join("examples/main.rs"), RUST_PROGRAM).expect("write");
+    let built = cargo(&rs, &["build", "--example", "main"]);
+    assert!(
+        built.status.success(),
+        "cargo build: {}",
+        text(&built.stderr)
+    );
+    // A copy of its own: another test may rebuild the shared target directory's one.
+    let exe = rs.join("main");
+    std::fs::copy(
+        Path::new(ROOT).join("target/codegen-check/debug/examples/main"),
+        &exe,
+    )
+    .expect("copy the example");
+    let rust = Command::new(exe);
+
     let py = dir.join("py");
     codegen(&schema, "python", &py);
     std::fs::write(py.join("main.py"), PY_PROGRAM).expect("write");
@@ -404,7 +451,7 @@ fn clients(dir: &Path) -> Vec<(&'static str, Command)> {
     assert!(built.status.success(), "tsc: {}", text(&built.stdout));
     let mut node = Command::new("node");
     node.arg("out/main.js").current_dir(&ts);
-    vec![("python", python), ("typescript", node)]
+    vec![("rust", rust), ("python", python), ("typescript", node)]
 }
 
 async fn load(app: &TestApp, mut cmd: Command) -> Output {
