@@ -846,6 +846,7 @@ or ill-typed secret; no value is ever printed.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -854,7 +855,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Dict, List, Mapping, Optional, Tuple, cast
+from typing import Dict, List, Mapping, Optional, Tuple, Union, cast
 
 __all__ = ["Secrets", "SecretsError"]
 
@@ -976,6 +977,120 @@ class _Conn:
             raise _Problem("not UTF-8 text")
         return value
 
+    def close(self) -> None:
+        pass
+
+
+class _GrpcConn(_Conn):
+    """secrets.v1.SecretsService/GetSecret, when VAULT_GRPC_URL is set (needs grpcio).
+
+    The two messages are encoded here by hand, so no generated stubs are needed.
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        super().__init__(env)
+        url = urllib.parse.urlsplit(env.get("VAULT_GRPC_URL") or "")
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise SecretsError(["VAULT_GRPC_URL is not an http:// or https:// URL"])
+        try:
+            grpc = importlib.import_module("grpc")
+        except ImportError:
+            raise SecretsError(["VAULT_GRPC_URL needs grpcio (pip install grpcio)"]) from None
+        self._grpc = grpc
+        if url.scheme == "https":
+            root: Optional[bytes] = None
+            cafile = env.get("VAULT_CACERT") or ""
+            if cafile:
+                with open(cafile, "rb") as f:
+                    root = f.read()
+            credentials = grpc.ssl_channel_credentials(root_certificates=root)
+            self._channel = grpc.secure_channel(url.netloc, credentials)
+        else:
+            self._channel = grpc.insecure_channel(url.netloc)
+        self._get = self._channel.unary_unary("/secrets.v1.SecretsService/GetSecret")
+
+    def read(self, project: str, path: str, description: str) -> Optional[str]:
+        request = (
+            _field(1, f"{{project}}/{{path}}".encode())
+            + _field(2, description.encode())
+            + _field(3, self.token.encode())
+        )
+        grpc = self._grpc
+        try:
+            answer = self._get(request, metadata=(("x-service", self.service),), timeout=30)
+        except grpc.RpcError as e:
+            status = e.code()
+            if status in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                raise _Fatal(
+                    f"the service refused the credentials of VAULT_SERVICE ({{status.name}})"
+                ) from None
+            if status == grpc.StatusCode.UNAVAILABLE:
+                raise _Fatal("cannot reach VAULT_GRPC_URL") from None
+            raise _Problem(str(status.name)) from None
+        try:
+            fields = _decode(bytes(answer))
+        except (ValueError, IndexError):
+            raise _Problem("unexpected answer from the service") from None
+        if fields.get(2) != 1:
+            error = fields.get(3, b"")
+            code = error.decode("utf-8", "replace") if isinstance(error, bytes) else ""
+            if code == "secret_not_found":
+                return None
+            raise _Problem(code)
+        value = fields.get(1, b"")
+        try:
+            return value.decode("utf-8") if isinstance(value, bytes) else ""
+        except UnicodeDecodeError:
+            raise _Problem("not UTF-8 text") from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _read_varint(data: bytes, i: int) -> Tuple[int, int]:
+    n = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def _decode(data: bytes) -> Dict[int, Union[int, bytes]]:
+    """A protobuf message's fields by number (varint and length-delimited; others skipped)."""
+    fields: Dict[int, Union[int, bytes]] = {{}}
+    i = 0
+    while i < len(data):
+        key, i = _read_varint(data, i)
+        wire = key & 7
+        if wire == 0:
+            fields[key >> 3], i = _read_varint(data, i)
+        elif wire == 2:
+            length, i = _read_varint(data, i)
+            fields[key >> 3] = data[i : i + length]
+            i += length
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError("unknown wire type")
+    return fields
+
 
 def _error_code(raw: bytes) -> str:
     try:
@@ -1001,7 +1116,8 @@ class Secrets:
     @classmethod
     def load(cls, env: Optional[Mapping[str, str]] = None) -> "Secrets":
         """Reads every secret; raises one SecretsError naming every missing or ill-typed one."""
-        conn = _Conn(os.environ if env is None else env)
+        env = os.environ if env is None else env
+        conn = _GrpcConn(env) if env.get("VAULT_GRPC_URL") else _Conn(env)
         values: Dict[str, object] = {{}}
         problems: List[str] = []
         for name, project, path, description, kind, pattern in _SPECS:
@@ -1019,6 +1135,7 @@ class Secrets:
                 values[name] = _typed(kind, pattern, raw)
             except _Problem as e:
                 problems.append(f"{{name}}: {{e}}")
+        conn.close()
         if problems:
             raise SecretsError(problems)
         return cls(values)

@@ -411,8 +411,9 @@ async fn main() {
 }
 "#;
 
-/// Writes the three clients and their programs into `dir`; returns how to run each.
-fn clients(dir: &Path) -> Vec<(&'static str, Command)> {
+/// Writes the three clients and their programs into `dir`; returns how to run
+/// each (and the Python client once more over gRPC, given the server's gRPC URL).
+fn clients(dir: &Path, grpc_url: Option<&str>) -> Vec<(&'static str, Command)> {
     let schema = write_schema(dir, "secrets.schema.json", &schema_json());
     let rs = dir.join("rs");
     codegen(&schema, "rust", &rs);
@@ -442,7 +443,15 @@ fn clients(dir: &Path) -> Vec<(&'static str, Command)> {
     codegen(&schema, "python", &py);
     std::fs::write(py.join("main.py"), PY_PROGRAM).expect("write");
     let mut python = Command::new("python3");
-    python.arg("main.py").current_dir(&py);
+    python
+        .arg("main.py")
+        .current_dir(&py)
+        .env_remove("VAULT_GRPC_URL");
+    let mut python_grpc = Command::new("python3");
+    python_grpc.arg("main.py").current_dir(&py);
+    if let Some(url) = grpc_url {
+        python_grpc.env("VAULT_GRPC_URL", url);
+    }
 
     let ts = dir.join("ts");
     codegen(&schema, "typescript", &ts);
@@ -451,7 +460,11 @@ fn clients(dir: &Path) -> Vec<(&'static str, Command)> {
     assert!(built.status.success(), "tsc: {}", text(&built.stdout));
     let mut node = Command::new("node");
     node.arg("out/main.js").current_dir(&ts);
-    vec![("rust", rust), ("python", python), ("typescript", node)]
+    let mut all = vec![("rust", rust), ("python", python), ("typescript", node)];
+    if grpc_url.is_some() {
+        all.push(("python over gRPC", python_grpc));
+    }
+    all
 }
 
 async fn load(app: &TestApp, mut cmd: Command) -> Output {
@@ -472,7 +485,10 @@ async fn generated_clients_load_every_secret_or_fail_once_with_every_missing_nam
     // Two missing (PORT, DEBUG), one ill-typed (RATIO), one present.
     put(&app, "billing/prod/stripe", "sk_live_1").await;
     put(&app, "billing/prod/ratio", "a quarter").await;
-    for (lang, cmd) in clients(dir.path()) {
+    let grpc_url = app.grpc_address.as_deref().expect("gRPC is served");
+    let mut ran = Vec::new();
+    for (lang, cmd) in clients(dir.path(), Some(grpc_url)) {
+        ran.push(lang);
         let o = load(&app, cmd).await;
         assert_eq!(o.status.code(), Some(3), "{lang}: {}", text(&o.stderr));
         let problems = text(&o.stdout);
@@ -488,6 +504,7 @@ async fn generated_clients_load_every_secret_or_fail_once_with_every_missing_nam
         );
         assert!(!problems.contains("sk_live") && !problems.contains("quarter"));
     }
+    assert_eq!(ran, ["rust", "python", "typescript", "python over gRPC"]);
     // Each miss left a stub that says what the secret is for.
     let mut found: Vec<(String, String)> = stubs(&app)
         .await
@@ -515,7 +532,7 @@ async fn generated_clients_load_every_secret_or_fail_once_with_every_missing_nam
         .request(reqwest::Method::PATCH, "/api/secrets/billing/prod/ratio")
         .json(&json!({"value": "0.25"}));
     assert_eq!(TestApp::send(fixed).await.status, 200);
-    for (lang, cmd) in clients(dir.path()) {
+    for (lang, cmd) in clients(dir.path(), Some(grpc_url)) {
         let o = load(&app, cmd).await;
         assert!(
             o.status.success(),
@@ -532,7 +549,7 @@ async fn generated_clients_load_every_secret_or_fail_once_with_every_missing_nam
 #[test]
 fn a_client_without_credentials_fails_once_naming_the_variables() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for (lang, mut cmd) in clients(dir.path()) {
+    for (lang, mut cmd) in clients(dir.path(), None) {
         cmd.env_remove("VAULT_SERVICE")
             .env_remove("VAULT_TOKEN")
             .env_remove("VAULT_TOKEN_FILE");
