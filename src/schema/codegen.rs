@@ -316,7 +316,11 @@ impl Secrets {{
                     }}
                     Err(why) => problems.push(format!("{{}}: {{why}}", spec.name)),
                 }},
-                Err(Failed::Fatal(why)) => return Err(SecretsError {{ problems: vec![why] }}),
+                Err(Failed::Fatal(why)) => {{
+                    return Err(SecretsError {{
+                        problems: vec![why],
+                    }})
+                }}
                 Err(Failed::Missing) => problems.push(format!(
                     "{{}} ({{}}/{{}}): missing",
                     spec.name, spec.project, spec.path
@@ -530,7 +534,11 @@ impl Conn {{
         let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
         if status == 200 {{
             // The decoder's message could quote the value: never keep it.
-            return match json.as_ref().and_then(|j| j.get("value")).and_then(|v| v.as_str()) {{
+            return match json
+                .as_ref()
+                .and_then(|j| j.get("value"))
+                .and_then(|v| v.as_str())
+            {{
                 Some(v) => Ok(v.to_string()),
                 None => Err(Failed::Other("not UTF-8 text".into())),
             }};

@@ -148,6 +148,29 @@ fn combine_prints_the_union_and_refuses_disagreeing_duplicates() {
     );
     assert_eq!(combined["required"].as_array().expect("required").len(), 5);
 
+    // codegen refuses a bad schema, names every problem and writes nothing.
+    let bad = write_schema(
+        dir.path(),
+        "bad.json",
+        &json!({"properties": {"fn": {"description": "x"}, "A": {"type": "date", "description": "a"}}}),
+    );
+    let out = dir.path().join("never");
+    let o = bin()
+        .args(["codegen", "--lang", "python", "--schema"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains("secret name \"fn\" is a keyword")
+            && stderr.contains("\"A\": `type` must be"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing written");
+
     // (case, second schema, what stderr names)
     let cases = [
         (
@@ -223,6 +246,14 @@ fn the_rust_client_compiles_and_a_misspelt_accessor_does_not() {
              fn main() {{ let _ = (port, key); }}\n"
         )
     };
+    // For this schema the generated code is as rustfmt would write it.
+    let formatted = run_tool(
+        Command::new("rustfmt")
+            .args(["--check", "--edition", "2021"])
+            .arg(out.join("src/lib.rs")),
+        "rustfmt is not installed (rustup component add rustfmt)",
+    );
+    assert!(formatted.status.success(), "{}", text(&formatted.stdout));
     std::fs::write(out.join("examples/use_secrets.rs"), program("PORT")).expect("write");
     let ok = cargo_check(&out);
     assert!(ok.status.success(), "cargo check: {}", text(&ok.stderr));
