@@ -525,7 +525,11 @@ fn client_command(command: Command) -> ExitCode {
                 if let Some(path) = schema {
                     match Schema::read(&path) {
                         // The schema's first; an explicit --secret of the same name wins.
-                        Ok(s) => secrets.splice(0..0, client::schema_env(&s)).for_each(drop),
+                        Ok(s) => {
+                            let mut all = client::schema_env(&s);
+                            all.append(&mut secrets);
+                            secrets = all;
+                        }
                         Err(e) => return schema_failure("run", &e),
                     }
                 }
