@@ -416,12 +416,20 @@ type GrpcClient =
     crate::grpc::pb::secrets_service_client::SecretsServiceClient<tonic::transport::Channel>;
 
 struct Grpc {
-    client: GrpcClient,
+    /// Several HTTP/2 connections, used in turn: one connection is one
+    /// task on each side, which would cap the rate (HTTP uses a pool too).
+    clients: Vec<GrpcClient>,
+    next: AtomicU64,
     service: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Grpc {
+    fn client(&self) -> GrpcClient {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.clients.len();
+        self.clients[i].clone()
+    }
+
     fn request<T>(&self, body: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(body);
         if let (Some(s), Some(t)) = (&self.service, &self.token) {
@@ -445,7 +453,7 @@ impl Target for Grpc {
             value_b64: Some(STANDARD.encode(value)),
             ..Default::default()
         };
-        let mut client = self.client.clone();
+        let mut client = self.client();
         client
             .put_secret(self.request(body))
             .await
@@ -458,7 +466,7 @@ impl Target for Grpc {
             secret_name: name.to_string(),
             ..Default::default()
         };
-        let mut client = self.client.clone();
+        let mut client = self.client();
         let answer = client
             .get_secret(self.request(body))
             .await
@@ -481,18 +489,27 @@ pub async fn run(args: BenchArgs) -> Result<Summary, String> {
     }
 }
 
-/// Drives the gRPC interface over one HTTP/2 connection (multiplexed).
+/// At most this many gRPC connections (HTTP/2, multiplexed) per run.
+const GRPC_CONNECTIONS: usize = 8;
+
+/// Drives the gRPC interface over up to `GRPC_CONNECTIONS` HTTP/2 connections.
 pub async fn run_grpc(args: BenchArgs) -> Result<Summary, String> {
     let ascii = |v: &Option<String>, what: &str| {
         v.as_deref()
             .map(|s| s.parse().map_err(|_| format!("{what} is not ASCII")))
             .transpose()
     };
-    let client = GrpcClient::connect(args.grpc_url.clone())
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.grpc_url))?;
+    let mut clients = Vec::new();
+    for _ in 0..args.load.concurrency.clamp(1, GRPC_CONNECTIONS) {
+        clients.push(
+            GrpcClient::connect(args.grpc_url.clone())
+                .await
+                .map_err(|e| format!("cannot reach {}: {e}", args.grpc_url))?,
+        );
+    }
     let target = Arc::new(Grpc {
-        client,
+        clients,
+        next: AtomicU64::new(0),
         service: ascii(&args.service, "the service name")?,
         token: ascii(&args.token, "the token")?,
     });

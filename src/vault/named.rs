@@ -474,12 +474,17 @@ impl Vault {
             let value = Value::one_of(value.0, value.1)?;
             self.require_on(meta, Action::Write, key)?;
             let plaintext = self.decode_value(value, "value")?;
+            // Nothing there at the first read: try the insert first (one
+            // round trip less for the common create).
+            let mut absent = read.is_none();
             for _ in 0..CAS_ATTEMPTS {
-                if let Some(record) = self
-                    .append(scope, meta, key, &plaintext, expected_version, read.take())
-                    .await?
-                {
-                    return Ok(record);
+                if !std::mem::take(&mut absent) {
+                    if let Some(record) = self
+                        .append(scope, meta, key, &plaintext, expected_version, read.take())
+                        .await?
+                    {
+                        return Ok(record);
+                    }
                 }
                 scope.op(Op::Create);
                 let doc = self.sealed_doc(meta, &new_id(), key, &plaintext)?;
