@@ -111,7 +111,8 @@ impl Scanner {
                 let Some(m) = caps.name("s").or_else(|| caps.get(0)) else {
                     continue;
                 };
-                if let Some(confidence) = judge(rule, m.as_str()) {
+                let key = caps.name("k").map(|k| k.as_str());
+                if let Some(confidence) = judge(rule, m.as_str(), key) {
                     raw.push((m.start(), m.end(), index, confidence));
                 }
                 if raw.len() >= 4 * MAX_FINDINGS_PER_FILE {
@@ -161,8 +162,9 @@ impl Scanner {
 }
 
 /// The confidence that `secret` (matched by `rule`) is real, or `None` when
-/// it is a placeholder, a reference or too regular to be a credential.
-fn judge(rule: &Rule, secret: &str) -> Option<f64> {
+/// it is a placeholder, a reference or too regular to be a credential. `key`
+/// is the name a generic value is assigned to.
+fn judge(rule: &Rule, secret: &str, key: Option<&str>) -> Option<f64> {
     if looks_like_placeholder(secret) {
         return None;
     }
@@ -177,7 +179,13 @@ fn judge(rule: &Rule, secret: &str) -> Option<f64> {
             0.95
         });
     }
-    if looks_like_reference(secret) {
+    if looks_like_reference(secret) || key.is_some_and(names_no_secret) {
+        return None;
+    }
+    if rule.id.starts_with("generic-") && is_uuid(secret) {
+        return None;
+    }
+    if rule.id == "generic-secret-env" && looks_like_code(secret) {
         return None;
     }
     // Generic: surer the more random the value looks.
@@ -275,6 +283,9 @@ fn looks_like_reference(value: &str) -> bool {
     if REFS.iter().any(|r| lower.contains(r)) {
         return true;
     }
+    if is_slug_or_path(value) {
+        return true;
+    }
     // An identifier or dotted name (`db_password_field`, `cfg.auth.token`,
     // `DB_PASSWORD`) rather than a value.
     let identifier = value
@@ -286,6 +297,52 @@ fn looks_like_reference(value: &str) -> bool {
     let file_path =
         value.starts_with('/') && value.matches('/').count() > 1 && !value.contains('+');
     (identifier && !has_digit && named) || file_path
+}
+
+/// A name that holds something about a secret, not the secret:
+/// `secret_id`, `token_url`, `password_field`, `api_key_header`.
+fn names_no_secret(key: &str) -> bool {
+    const ENDINGS: &[&str] = &[
+        "id", "ids", "name", "names", "file", "path", "url", "uri", "type", "field", "header",
+        "length", "size", "count", "policy", "ttl", "timeout", "prefix", "format", "mode",
+        "version",
+    ];
+    let key = key.to_ascii_lowercase();
+    ENDINGS.iter().any(|e| key.ends_with(e))
+}
+
+/// An unquoted value that is a program's expression (`r.secret_id,`,
+/// `&strong,`, `Credentials::new()`), not a configuration value.
+fn looks_like_code(value: &str) -> bool {
+    value.ends_with([',', ';'])
+        || value.starts_with('&')
+        || value.contains(['(', ')', '{', '}', '[', ']'])
+        || value.contains("::")
+        || value.contains("->")
+}
+
+fn is_uuid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Lower-case words joined by `-`, `_` or `/` (`billing/prod/db-password`,
+/// `log-canary-5b1e2f`, `min-length-12`): names and paths, not secrets.
+fn is_slug_or_path(value: &str) -> bool {
+    let parts: Vec<&str> = value.split(['-', '_', '/']).collect();
+    let words = parts
+        .iter()
+        .filter(|p| p.len() >= 3 && p.chars().all(|c| c.is_ascii_lowercase()))
+        .count();
+    parts.len() >= 2
+        && words >= 2
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_/.".contains(c))
 }
 
 /// Shows only the start of a secret (a quarter of it, at most four

@@ -1,7 +1,7 @@
 //! The rules: one line per credential format.
 //!
 //! Each pattern names the secret with the group `s` (else the whole match is
-//! the secret). Rules for a vendor's own format (a fixed prefix, a fixed
+//! the secret) and, for a keyword rule, the name it is assigned to with `k`. Rules for a vendor's own format (a fixed prefix, a fixed
 //! length) need only a little entropy to tell a real token from a row of `x`;
 //! generic rules (a keyword such as `password` next to a value) need more and
 //! earn a confidence that grows with it.
@@ -145,9 +145,9 @@ pub const RULES: &[Rule] = &[
     g("ado-connection-string", "ADO.NET connection string with a password", High, r#"(?i)(?:server|data source|host)=[^;'"\n]{1,256};[^'"\n]{0,512}?\b(?:password|pwd)=(?P<s>[^;'"\s]{4,256})"#, 2.0),
     // Generic: a secret-sounding name next to a value
     g("generic-secret-assignment", "Secret-like value assigned to a secret-like name", Medium,
-      concat!(r#"(?i)[\w.-]{0,40}"#, kw!(), r#"[\w.-]{0,40}["']?\s*(?::=|=>|==|[:=])\s*["'`](?P<s>[^"'`\s]{8,200})["'`]"#), 3.0),
+      concat!(r#"(?i)(?P<k>[\w.-]{0,40}"#, kw!(), r#"[\w.-]{0,40})["']?\s*(?::=|=>|==|[:=])\s*["'`](?P<s>[^"'`\s]{8,200})["'`]"#), 3.0),
     g("generic-secret-env", "Secret-like value in an env, properties or YAML file", Medium,
-      concat!(r#"(?im)^[ \t]*(?:export[ \t]+|-[ \t]+)?[\w.-]{0,40}"#, kw!(), r#"[\w.-]{0,40}[ \t]*[:=][ \t]*(?P<s>[^\s"'`#]{8,200})[ \t]*(?:#.*)?$"#), 3.0),
+      concat!(r#"(?im)^[ \t]*(?:export[ \t]+|-[ \t]+)?(?P<k>[\w.-]{0,40}"#, kw!(), r#"[\w.-]{0,40})[ \t]*[:=][ \t]*(?P<s>[^\s"'`#]{8,200})[ \t]*(?:#.*)?$"#), 3.0),
     g("generic-secret-xml", "Secret-like value in an XML element", Medium,
-      concat!(r#"(?i)<[\w.:-]{0,40}"#, kw!(), r#"[\w.-]{0,40}>(?P<s>[^<\s]{8,200})</"#), 3.0),
+      concat!(r#"(?i)<(?P<k>[\w.:-]{0,40}"#, kw!(), r#"[\w.-]{0,40})>(?P<s>[^<\s]{8,200})</"#), 3.0),
 ];

@@ -395,3 +395,78 @@ fn walking_honours_ignore_files_and_skips_binaries_and_large_files() {
     assert!(out.truncated);
     assert_eq!(out.files_scanned + out.files_skipped, 1);
 }
+
+/// (file, line) pairs.
+type Labels = std::collections::BTreeSet<(String, usize)>;
+
+/// The labelled corpus (tests/fixtures/scan/README.md): every template file
+/// with its markers removed, and the labelled lines.
+fn corpus() -> (Vec<(String, String)>, Labels) {
+    fn visit(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("corpus directory") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                visit(&path, root, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .expect("inside")
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, std::fs::read_to_string(&path).expect("text")));
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scan/corpus");
+    let mut templates = Vec::new();
+    visit(&root, &root, &mut templates);
+    let mut labels = std::collections::BTreeSet::new();
+    let files = templates
+        .into_iter()
+        .map(|(rel, text)| {
+            let lines: Vec<String> = text
+                .split('\n')
+                .enumerate()
+                .map(|(i, line)| {
+                    let line = match line.strip_suffix("@@leak@@") {
+                        Some(l) => {
+                            labels.insert((rel.clone(), i + 1));
+                            l
+                        }
+                        None => line,
+                    };
+                    line.replace("~~", "")
+                })
+                .collect();
+            (rel, lines.join("\n"))
+        })
+        .collect();
+    (files, labels)
+}
+
+#[test]
+fn corpus_precision_and_recall() {
+    let scanner = Scanner::new().expect("rules");
+    let (files, labels) = corpus();
+    assert!(
+        files.len() >= 25 && labels.len() >= 40,
+        "{} files, {} labels",
+        files.len(),
+        labels.len()
+    );
+    let flagged: Labels = files
+        .iter()
+        .flat_map(|(path, text)| scanner.scan_text(path, text))
+        .map(|f| (f.path, f.line))
+        .collect();
+    let tp = flagged.intersection(&labels).count() as f64;
+    let precision = tp / flagged.len() as f64;
+    let recall = tp / labels.len() as f64;
+    let false_positives: Vec<_> = flagged.difference(&labels).collect();
+    let missed: Vec<_> = labels.difference(&flagged).collect();
+    eprintln!("corpus: precision {precision:.3}, recall {recall:.3}, {} labelled, {} flagged; false positives {false_positives:?}", labels.len(), flagged.len());
+    assert!(
+        recall >= 0.95 && precision >= 0.90,
+        "precision {precision:.3}, recall {recall:.3}\nfalse positives: {false_positives:?}\nmissed: {missed:?}"
+    );
+}
