@@ -8,6 +8,7 @@ pub mod dto;
 pub mod error;
 pub mod grpc;
 pub mod nats;
+pub mod scan;
 pub mod schema;
 pub mod settings;
 pub mod startup;

@@ -206,6 +206,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Scan files for leaked credentials (exit 1 on findings at or above --fail-on).
+    Scan(crate::scan::cli::ScanArgs),
     /// Print a new random master key (base64 of 32 bytes).
     Keygen {
         /// Write the key to this file (mode 0600) instead of printing it.
@@ -230,6 +232,7 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(),
         Command::Keygen { file } => keygen(file),
         Command::Healthcheck { port } => healthcheck(port),
+        Command::Scan(args) => crate::scan::cli::run(args),
         Command::Bench(args) => bench(args.load.json, crate::bench::run(args)),
         Command::BenchDb(args) => bench(args.load.json, crate::bench::run_db(args)),
         Command::Schema {

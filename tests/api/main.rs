@@ -24,6 +24,7 @@ mod nats;
 mod openapi;
 mod policies;
 mod runtime_policies;
+mod scan;
 mod schema;
 mod scripts;
 mod service_tokens;
