@@ -298,6 +298,46 @@ pub struct ProjectList {
     pub items: Vec<ProjectResponse>,
 }
 
+// ---- scan ----
+
+/// SHA-256 digests (hex) of what a scanner found; never the candidates.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScanMatchRequest {
+    /// 64 hex characters each; at most 1000.
+    pub sha256: Vec<String>,
+}
+
+/// A finding that is a managed secret.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScanMatchItem {
+    pub sha256: String,
+    pub project: String,
+    pub path: String,
+    pub version: i64,
+    /// The secret's current version: a live leak, rotate it.
+    pub current: bool,
+    pub deleted: bool,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ScanMatchResponse {
+    pub matches: Vec<ScanMatchItem>,
+}
+
+impl From<crate::vault::scan_match::ScanMatch> for ScanMatchItem {
+    fn from(m: crate::vault::scan_match::ScanMatch) -> Self {
+        Self {
+            sha256: m.sha256,
+            project: m.project,
+            path: m.path,
+            version: m.version,
+            current: m.current,
+            deleted: m.deleted,
+        }
+    }
+}
+
 // ---- service tokens ----
 
 /// The Secrets Service specification's `RegisterToken`.

@@ -196,6 +196,7 @@ fn run(
             .configure(api::vault::configure)
             .configure(api::secrets::configure)
             .configure(api::projects::configure)
+            .configure(api::scan::configure)
             .configure(api::audit::configure)
             .configure(api::access_requests::configure)
             .configure(api::policies::configure)

@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod policies;
 pub mod projects;
 pub mod proxy;
+pub mod scan;
 pub mod secrets;
 pub mod service_tokens;
 pub mod sys;

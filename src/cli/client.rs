@@ -121,6 +121,14 @@ pub enum Failure {
     Usage(String),
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Server(m) | Failure::Usage(m) => f.write_str(m),
+        }
+    }
+}
+
 impl Failure {
     pub fn exit(self) -> ExitCode {
         match self {
@@ -907,6 +915,27 @@ impl Client {
             )));
         }
         Ok(())
+    }
+
+    /// Which of these SHA-256 digests are values of managed secrets.
+    pub async fn scan_match(&self, digests: &[String]) -> Result<Vec<crate::scan::Managed>> {
+        let body = crate::dto::ScanMatchRequest {
+            sha256: digests.to_vec(),
+        };
+        let url = self.url(["api", "scan", "match"]);
+        let answer: crate::dto::ScanMatchResponse = self
+            .call(self.request(Method::POST, url).json(&body))
+            .await?;
+        Ok(answer
+            .matches
+            .into_iter()
+            .map(|m| crate::scan::Managed {
+                value_sha256: m.sha256,
+                secret: format!("{}/{}", m.project, m.path),
+                version: m.version,
+                current: m.current,
+            })
+            .collect())
     }
 
     pub async fn status(&self) -> Result<()> {

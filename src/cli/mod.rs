@@ -207,7 +207,16 @@ enum Command {
         out: PathBuf,
     },
     /// Scan files for leaked credentials (exit 1 on findings at or above --fail-on).
-    Scan(crate::scan::cli::ScanArgs),
+    Scan {
+        #[command(flatten)]
+        args: crate::scan::cli::ScanArgs,
+        /// Ask the service which findings are managed secrets (sends SHA-256
+        /// digests of the candidates, never the candidates; needs `list`).
+        #[arg(long)]
+        check_vault: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print a new random master key (base64 of 32 bytes).
     Keygen {
         /// Write the key to this file (mode 0600) instead of printing it.
@@ -232,7 +241,11 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(),
         Command::Keygen { file } => keygen(file),
         Command::Healthcheck { port } => healthcheck(port),
-        Command::Scan(args) => crate::scan::cli::run(args),
+        Command::Scan {
+            args,
+            check_vault,
+            conn,
+        } => scan(args, check_vault.then_some(conn)),
         Command::Bench(args) => bench(args.load.json, crate::bench::run(args)),
         Command::BenchDb(args) => bench(args.load.json, crate::bench::run_db(args)),
         Command::Schema {
@@ -241,6 +254,33 @@ pub fn main() -> ExitCode {
         Command::Codegen { schema, lang, out } => codegen(&schema, lang, &out),
         other => client_command(other),
     }
+}
+
+/// `scan`, asking the service about each finding when `conn` is given.
+fn scan(args: crate::scan::cli::ScanArgs, conn: Option<Conn>) -> ExitCode {
+    let Some(conn) = conn else {
+        return crate::scan::cli::run(args, None);
+    };
+    let client = match Client::new(&conn) {
+        Ok(c) => c,
+        Err(e) => return e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("secret-manager scan: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let matcher = |digests: &[String]| {
+        runtime
+            .block_on(client.scan_match(digests))
+            .map_err(|e| e.to_string())
+    };
+    crate::scan::cli::run(args, Some(&matcher))
 }
 
 fn serve() -> ExitCode {

@@ -382,13 +382,20 @@ impl Keyring {
     /// A key for one purpose (`label`), derived from the master key with
     /// HMAC-SHA256, so every replica derives the same key and nothing is stored.
     pub fn derive(&self, label: &str) -> Result<Cipher, KeyringError> {
+        let bytes = self.derive_bytes(label)?;
+        Ok(Cipher::new(&bytes, format!("derived:{label}")))
+    }
+
+    /// The raw bytes of the key `derive` builds a cipher from (for HMAC keys).
+    pub fn derive_bytes(&self, label: &str) -> Result<Zeroizing<[u8; 32]>, KeyringError> {
         use hmac::{Hmac, Mac};
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.master.bytes())
             .map_err(|_| KeyringError::Derive)?;
         mac.update(b"secret-manager derived key|");
         mac.update(label.as_bytes());
-        let bytes = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-        Ok(Cipher::new(&bytes, format!("derived:{label}")))
+        Ok(Zeroizing::new(<[u8; 32]>::from(
+            mac.finalize().into_bytes(),
+        )))
     }
 
     /// How often every replica reloads the keyring.

@@ -10,7 +10,13 @@ use std::process::ExitCode;
 
 use super::report;
 use super::walk::{self, Limits};
-use super::{Finding, Scanner, Severity};
+use super::{Finding, Managed, Scanner, Severity};
+
+/// Asks the server which candidates (SHA-256 digests) are managed secrets.
+pub type Matcher<'a> = &'a dyn Fn(&[String]) -> Result<Vec<Managed>, String>;
+
+/// Digests per `POST /api/scan/match` (the server's limit).
+const MATCH_BATCH: usize = 1000;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Format {
@@ -46,9 +52,10 @@ pub struct ScanArgs {
     pub max_files: u64,
 }
 
-/// Runs the scan and prints the report.
-pub fn run(args: ScanArgs) -> ExitCode {
-    match scan(&args) {
+/// Runs the scan and prints the report; with `matcher`, findings that are
+/// managed secrets are marked (see `apply_matches`).
+pub fn run(args: ScanArgs, matcher: Option<Matcher<'_>>) -> ExitCode {
+    match scan(&args, matcher) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("secret-manager scan: {e}");
@@ -57,7 +64,7 @@ pub fn run(args: ScanArgs) -> ExitCode {
     }
 }
 
-fn scan(args: &ScanArgs) -> Result<ExitCode, String> {
+fn scan(args: &ScanArgs, matcher: Option<Matcher<'_>>) -> Result<ExitCode, String> {
     if !(0.0..=1.0).contains(&args.min_confidence) {
         return Err("--min-confidence must be between 0 and 1".into());
     }
@@ -70,11 +77,25 @@ fn scan(args: &ScanArgs) -> Result<ExitCode, String> {
         max_file_size: args.max_file_size,
         max_files: usize::try_from(args.max_files).unwrap_or(usize::MAX),
     };
-    let outcome = if args.staged {
+    let mut outcome = if args.staged {
         walk::scan_staged(&scanner, &limits)?
     } else {
         walk::scan_paths(&scanner, &args.paths, &limits)?
     };
+    if let Some(matcher) = matcher {
+        let mut digests: Vec<String> = outcome
+            .findings
+            .iter()
+            .map(|f| f.value_sha256.clone())
+            .collect();
+        digests.sort();
+        digests.dedup();
+        let mut managed = Vec::new();
+        for chunk in digests.chunks(MATCH_BATCH) {
+            managed.extend(matcher(chunk).map_err(|e| format!("--check-vault: {e}"))?);
+        }
+        super::apply_matches(&mut outcome.findings, &managed);
+    }
     let shown: Vec<&Finding> = outcome
         .findings
         .iter()

@@ -71,6 +71,44 @@ pub struct Finding {
     /// Stable across line moves: SHA-256 over the rule, the path and the
     /// secret, for baselines (see `fingerprint`).
     pub fingerprint: String,
+    /// SHA-256 (hex) of the candidate alone: what `--check-vault` sends to the
+    /// server to learn whether it is a managed secret. Never printed.
+    #[serde(skip)]
+    pub value_sha256: String,
+}
+
+/// A finding the server recognised as one of its secrets.
+pub struct Managed {
+    pub value_sha256: String,
+    /// `project/path`.
+    pub secret: String,
+    pub version: i64,
+    /// The secret's current version.
+    pub current: bool,
+}
+
+/// Marks the findings that are managed secrets: the current version of one
+/// is a live leak (`critical`, certain); an older kept version is `high`.
+pub fn apply_matches(findings: &mut [Finding], managed: &[Managed]) {
+    for f in findings.iter_mut() {
+        let mut mine: Vec<&Managed> = managed
+            .iter()
+            .filter(|m| m.value_sha256 == f.value_sha256)
+            .collect();
+        mine.sort_by_key(|m| !m.current);
+        let Some(m) = mine.first() else { continue };
+        f.confidence = 1.0;
+        if m.current {
+            f.severity = Severity::Critical;
+            f.description = format!("live managed secret leaked: {} v{}", m.secret, m.version);
+        } else {
+            f.severity = f.severity.max(Severity::High);
+            f.description = format!(
+                "managed secret leaked (an older version): {} v{}",
+                m.secret, m.version
+            );
+        }
+    }
 }
 
 /// At most this many findings are kept per file (a generated file full of
@@ -155,6 +193,7 @@ impl Scanner {
                     column,
                     preview: mask(secret),
                     fingerprint: fingerprint(rule.id, path, secret),
+                    value_sha256: hex::encode(<Sha256 as Digest>::digest(secret.as_bytes())),
                 }
             })
             .collect()

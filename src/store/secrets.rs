@@ -60,6 +60,11 @@ pub struct VersionDoc {
     /// The associated-data format it was sealed with; absent = the first format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aad: Option<i32>,
+    /// Leak fingerprint: HMAC-SHA256 under a key derived from the master key
+    /// over SHA-256 of the value (see `Vault::fingerprint`); absent on
+    /// versions written before fingerprints (rewrap adds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp: Option<Binary>,
 }
 
 impl VersionDoc {
@@ -73,6 +78,7 @@ impl VersionDoc {
     ) -> Self {
         Self {
             aad: Some(aad),
+            fp: None,
             version,
             ciphertext: Binary {
                 subtype: BinarySubtype::Generic,
@@ -561,6 +567,48 @@ pub async fn scan(
     let cursor = collection::<SecretDoc>(db)
         .find(filter)
         .sort(doc! { "_id": 1 })
+        .limit(limit)
+        .await?;
+    Ok(cursor.try_collect().await?)
+}
+
+/// A secret one of whose kept versions carries one of `fps`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FingerprintHit {
+    pub project: String,
+    pub path: String,
+    pub current_version: i64,
+    #[serde(default)]
+    pub deleted_at: Option<DateTime>,
+    pub versions: Vec<FingerprintVersion>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FingerprintVersion {
+    pub version: i64,
+    #[serde(default)]
+    pub fp: Option<Binary>,
+}
+
+/// Secrets with a kept version whose fingerprint is one of `fps` (at most `limit`).
+pub async fn find_fingerprints(
+    db: &Database,
+    fps: &[Vec<u8>],
+    limit: i64,
+) -> Result<Vec<FingerprintHit>, StoreError> {
+    let any: Vec<Binary> = fps
+        .iter()
+        .map(|f| Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: f.clone(),
+        })
+        .collect();
+    let cursor = collection::<FingerprintHit>(db)
+        .find(doc! { "versions.fp": { "$in": any } })
+        .projection(doc! {
+            "project": 1, "path": 1, "current_version": 1, "deleted_at": 1,
+            "versions.version": 1, "versions.fp": 1,
+        })
         .limit(limit)
         .await?;
     Ok(cursor.try_collect().await?)

@@ -244,8 +244,9 @@ impl Vault {
     }
 }
 
-/// A version that rewrap re-seals: under another key than the active one, or
-/// under the first associated-data format (which does not bind project and path).
+/// A version that rewrap re-seals: under another key than the active one,
+/// under the first associated-data format (which does not bind project and
+/// path), or without a leak fingerprint (written before there were any).
 fn is_stale(v: &VersionDoc, active_key_id: &str) -> bool {
-    v.key_id != active_key_id || v.aad != Some(AAD_FORMAT)
+    v.key_id != active_key_id || v.aad != Some(AAD_FORMAT) || v.fp.is_none()
 }

@@ -16,6 +16,7 @@ pub mod named;
 pub mod names;
 pub mod policies;
 pub mod projects;
+pub mod scan_match;
 pub mod seed;
 pub mod service_tokens;
 pub mod watch;
@@ -83,6 +84,8 @@ pub enum Op {
     TokenRevoke,
     /// A `WatchSecret` stream opened (one record per stream, not per change).
     Watch,
+    /// A scanner asked which managed secrets its findings are.
+    ScanMatch,
 }
 
 impl Op {
@@ -124,6 +127,7 @@ impl Op {
             Op::TokenDeny => "token_deny",
             Op::TokenRevoke => "token_revoke",
             Op::Watch => "watch",
+            Op::ScanMatch => "scan_match",
         }
     }
 }
@@ -254,6 +258,8 @@ pub struct Vault {
     tokens: Arc<service_tokens::TokenBook>,
     /// Bounds the open `WatchSecret` streams of this replica.
     watch_slots: Arc<tokio::sync::Semaphore>,
+    /// Keys the leak fingerprints of stored values (see `scan_match`).
+    fingerprint_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -304,6 +310,7 @@ impl Vault {
         limits: Limits,
     ) -> Result<Self, crate::crypto::KeyringError> {
         let cursor_key = Arc::new(keyring.derive("list-cursor")?);
+        let fingerprint_key = Arc::new(keyring.derive_bytes("leak-fingerprint")?);
         Ok(Self {
             events: tokio::sync::broadcast::channel(events::BACKLOG).0,
             cursor_key,
@@ -317,6 +324,7 @@ impl Vault {
             audit_publisher: Arc::default(),
             tokens: Arc::new(service_tokens::TokenBook::new(Default::default())),
             watch_slots: watch::slots(),
+            fingerprint_key,
         })
     }
 
@@ -630,14 +638,32 @@ impl Vault {
             .map_err(|e| ApiError::internal(&format_args!("cannot seal: {e}")))?;
         let aad = record_aad(at.project, at.path, at.id, version, &key_id);
         let sealed = cipher.seal(plaintext, &aad)?;
-        Ok(VersionDoc::new(
+        let mut doc = VersionDoc::new(
             version,
             &sealed.nonce,
             sealed.ciphertext,
             &key_id,
             actor,
             AAD_FORMAT,
-        ))
+        );
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(plaintext).into();
+        doc.fp = Some(mongodb::bson::Binary {
+            subtype: mongodb::bson::spec::BinarySubtype::Generic,
+            bytes: self.fingerprint(&digest),
+        });
+        Ok(doc)
+    }
+
+    /// The leak fingerprint of a value given as its SHA-256: keyed, so the
+    /// database holds nothing a guess can be checked against without the
+    /// master key; over the digest, so a scanner can ask without sending
+    /// the candidate itself.
+    fn fingerprint(&self, sha256: &[u8; 32]) -> Vec<u8> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.fingerprint_key[..])
+            .expect("HMAC takes any key length");
+        mac.update(sha256);
+        mac.finalize().into_bytes().to_vec()
     }
 
     fn new_doc(&self, id: &str, project: &str, path: &str, first: VersionDoc) -> SecretDoc {

@@ -251,3 +251,207 @@ fn pre_commit_hook_definition_runs_scan_on_the_index() {
     assert_eq!(hook["entry"], "secret-manager scan --staged");
     assert_eq!(hook["pass_filenames"], false);
 }
+
+mod check_vault {
+    //! `scan --check-vault` and `POST /api/scan/match`: only SHA-256 digests
+    //! leave the machine; the service answers which managed secrets they are.
+
+    use mongodb::bson::doc;
+    use reqwest::Method;
+    use serde_json::{json, Value};
+    use sha2::{Digest as _, Sha256};
+
+    use super::{code, github_token, out, BIN};
+    use crate::helpers::{spawn_app_with_config, Identity, TestApp};
+
+    const YAML: &str = "policies:
+  - {name: ops, permissions: [{effect: allow, actions: [admin], resources: [sys]}]}
+  - {name: ci-lister, permissions: [{effect: allow, actions: [list], resources: ['secret:billing:*']}]}
+services:
+  - {name: admin, roles: [ops]}
+  - {name: ci, roles: [ci-lister]}
+  - {name: other, roles: []}
+";
+
+    fn sha(v: &str) -> String {
+        hex::encode(Sha256::digest(v.as_bytes()))
+    }
+
+    async fn write(app: &TestApp, method: Method, path: &str, body: Value) {
+        let res = TestApp::send(app.request(method, path).json(&body)).await;
+        assert!(res.status < 300, "{}", res.text);
+    }
+
+    #[tokio::test]
+    async fn a_leaked_current_version_is_critical_and_named_an_old_one_high() {
+        let (admin, ci, other) = (
+            Identity::new("admin"),
+            Identity::new("ci"),
+            Identity::new("other"),
+        );
+        let app = spawn_app_with_config(
+            YAML,
+            &[
+                ("TOKEN_admin", &admin.token),
+                ("TOKEN_ci", &ci.token),
+                ("TOKEN_other", &other.token),
+            ],
+        )
+        .await;
+        let (old, current, unmanaged) = (github_token(1), github_token(2), github_token(3));
+        let at = "/api/secrets/billing/github/deploy";
+        write(
+            &app,
+            Method::POST,
+            "/api/secrets",
+            json!({ "project": "billing", "path": "github/deploy", "value": old }),
+        )
+        .await;
+        write(&app, Method::PATCH, at, json!({ "value": current })).await;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("deploy.sh"),
+            format!("export A_TOKEN=\"{old}\"\nexport B_TOKEN=\"{current}\"\nexport C_TOKEN=\"{unmanaged}\"\n"),
+        )
+        .expect("write");
+        // Blocking, off the runtime that serves the app.
+        let (dir_path, address, service, token) = (
+            dir.path().to_path_buf(),
+            app.address.clone(),
+            ci.service.clone(),
+            ci.token.clone(),
+        );
+        let scanned = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(BIN)
+                .args(["scan", "--check-vault", "--format", "json", "."])
+                .current_dir(dir_path)
+                .env("VAULT_URL", address)
+                .env("VAULT_SERVICE", service)
+                .env("VAULT_TOKEN", token)
+                .output()
+                .expect("scan runs")
+        })
+        .await
+        .expect("join");
+        assert_eq!(
+            code(&scanned),
+            1,
+            "{}",
+            String::from_utf8_lossy(&scanned.stderr)
+        );
+        let report: Value = serde_json::from_str(&out(&scanned)).expect("json report");
+        let findings = report["findings"].as_array().expect("findings");
+        let by_line = |line: u64| {
+            findings
+                .iter()
+                .find(|f| f["line"] == line)
+                .unwrap_or_else(|| panic!("a finding on line {line}: {report}"))
+        };
+        assert_eq!(by_line(2)["severity"], "critical");
+        assert_eq!(
+            by_line(2)["description"],
+            "live managed secret leaked: billing/github/deploy v2"
+        );
+        assert_eq!(
+            by_line(1)["description"],
+            "managed secret leaked (an older version): billing/github/deploy v1"
+        );
+        assert!(!by_line(3)["description"]
+            .as_str()
+            .expect("text")
+            .contains("managed"));
+        for value in [&old, &current, &unmanaged] {
+            assert!(
+                !out(&scanned).contains(value.as_str()),
+                "the report masks values"
+            );
+        }
+
+        // The server saw digests only, and names nothing to a caller that may not list it.
+        let audit = app
+            .audit_logs()
+            .find_one(doc! { "action": "scan_match", "actor": "ci" })
+            .await
+            .expect("query")
+            .expect("audited");
+        assert_eq!(audit.get_str("outcome").expect("outcome"), "success");
+        assert!(!format!("{audit:?}").contains(&current));
+        let blind = TestApp::send(
+            app.request_as(Some(&other), Method::POST, "/api/scan/match")
+                .json(&json!({ "sha256": [sha(&current)] })),
+        )
+        .await;
+        assert_eq!(blind.status, 200, "{}", blind.text);
+        assert_eq!(blind.json()["matches"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn bad_digests_are_refused_and_rewrap_fingerprints_old_versions() {
+        let (admin, ci, other) = (
+            Identity::new("admin"),
+            Identity::new("ci"),
+            Identity::new("other"),
+        );
+        let app = spawn_app_with_config(
+            YAML,
+            &[
+                ("TOKEN_admin", &admin.token),
+                ("TOKEN_ci", &ci.token),
+                ("TOKEN_other", &other.token),
+            ],
+        )
+        .await;
+        let ask = |body: Value| {
+            TestApp::send(
+                app.request_as(Some(&ci), Method::POST, "/api/scan/match")
+                    .json(&body),
+            )
+        };
+        ask(json!({ "sha256": ["not-hex"] }))
+            .await
+            .assert_error(400, "invalid_field");
+        ask(json!({ "sha256": ["ab".repeat(33)] }))
+            .await
+            .assert_error(400, "invalid_field");
+        let too_many: Vec<String> = (0..1001).map(|i| format!("{i:064x}")).collect();
+        ask(json!({ "sha256": too_many }))
+            .await
+            .assert_error(400, "invalid_field");
+        ask(json!({ "values": ["x"] }))
+            .await
+            .assert_error(400, "invalid_field");
+        let unauthenticated = TestApp::send(
+            app.request_as(None, Method::POST, "/api/scan/match")
+                .json(&json!({ "sha256": [] })),
+        )
+        .await;
+        assert_eq!(unauthenticated.status, 401);
+
+        // A version stored before fingerprints existed is found once rewrapped.
+        let value = github_token(9);
+        write(
+            &app,
+            Method::POST,
+            "/api/secrets",
+            json!({ "project": "billing", "path": "legacy", "value": value }),
+        )
+        .await;
+        app.secrets()
+            .update_many(doc! {}, doc! { "$unset": { "versions.$[].fp": "" } })
+            .await
+            .expect("strip fingerprints");
+        let before = ask(json!({ "sha256": [sha(&value)] })).await;
+        assert_eq!(before.json()["matches"], json!([]), "{}", before.text);
+        let rewrap =
+            TestApp::send(app.request_as(Some(&admin), Method::POST, "/api/sys/rewrap")).await;
+        assert_eq!(rewrap.status, 200, "{}", rewrap.text);
+        let after = ask(json!({ "sha256": [sha(&value).to_uppercase()] })).await;
+        assert_eq!(
+            after.json()["matches"],
+            json!([{ "sha256": sha(&value), "project": "billing", "path": "legacy", "version": 1, "current": true, "deleted": false }]),
+            "{}",
+            after.text
+        );
+    }
+}
