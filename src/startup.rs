@@ -133,11 +133,38 @@ impl Application {
     /// Serves until SIGTERM/SIGINT, then drains in-flight requests within the
     /// shutdown timeout: HTTP first, then gRPC.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        if let Some(end_watches) = self.grpc.as_ref().map(|g| g.watch_ender()) {
+            // Watch streams never end by themselves: end them as soon as the
+            // process is told to stop, not after HTTP has drained.
+            tokio::spawn(async move {
+                terminated().await;
+                end_watches();
+            });
+        }
         let served = self.server.await;
         if let Some(grpc) = self.grpc {
             grpc.stop(self.shutdown_timeout).await;
         }
         served
+    }
+}
+
+/// SIGTERM or SIGINT (the signals actix-web stops on).
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -424,6 +424,8 @@ pub struct GrpcServer {
     pub port: u16,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    /// Ends the open watch streams (they never end by themselves).
+    stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// The PEM certificate chain and key HTTPS uses (`TLS_CERT_FILE`, `TLS_KEY_FILE`).
@@ -493,6 +495,8 @@ impl GrpcServer {
         let (reporter, health) = tonic_health::server::health_reporter();
         let (stop, stopped) = oneshot::channel::<()>();
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let stopping_tx = std::sync::Arc::new(stopping_tx);
+        let ending = stopping_tx.clone();
         let service = SecretsServiceServer::new(Service {
             vault: vault.clone(),
             stopping,
@@ -509,7 +513,7 @@ impl GrpcServer {
                     // A send or a dropped handle both mean stop.
                     let _ = stopped.await;
                     // Streams never end by themselves: end them so calls drain.
-                    let _ = stopping_tx.send(true);
+                    let _ = ending.send(true);
                 });
             tokio::select! {
                 served = serve => if let Err(e) = served {
@@ -518,7 +522,21 @@ impl GrpcServer {
                 () = watch_health(vault, reporter) => {}
             }
         });
-        Ok(Self { port, stop, task })
+        Ok(Self {
+            port,
+            stop,
+            task,
+            stopping: stopping_tx,
+        })
+    }
+
+    /// A handle that ends the open watch streams (with `busy`: reconnect) at
+    /// once, while the server still drains its other calls.
+    pub fn watch_ender(&self) -> impl Fn() + Send + Sync + 'static {
+        let stopping = self.stopping.clone();
+        move || {
+            let _ = stopping.send(true);
+        }
     }
 
     /// Stops accepting, lets calls in flight finish within `grace`.
