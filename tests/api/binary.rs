@@ -277,7 +277,16 @@ async fn sigterm_ends_open_watch_streams_and_exits_cleanly() {
         .expect_err("an error status");
     assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
     assert!(ended.message().starts_with("busy: "), "{ended:?}");
-    let status = wait_exit(&mut child, Duration::from_secs(30));
+    // The client's connection must stay serviced while the server drains:
+    // wait off the runtime (a blocked runtime cannot answer the server's GOAWAY).
+    let status = tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut child, Duration::from_secs(30));
+        drop(child);
+        status
+    })
+    .await
+    .expect("join");
+    drop((stream, grpc));
     assert!(status.success(), "clean exit on SIGTERM: {status}");
 }
 
