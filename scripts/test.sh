@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the suite starts for itself: HAProxy (cluster tests), nats-server (NATS
-# tests), headless Chromium (Swagger UI test); protoc builds the gRPC stubs
+# tests), headless Chromium (Swagger UI and console tests); protoc builds the gRPC stubs
 # (build.rs), python3 with grpcio runs the independent gRPC client.
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
@@ -27,6 +27,14 @@ if ! python3 -c 'import grpc, grpc_tools, grpc_health, grpc_reflection' >/dev/nu
   echo "test.sh: installing ${py_grpc[*]}" >&2
   python3 -m pip install -q "${py_grpc[@]}" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "${py_grpc[@]}"
+fi
+
+# The console's end-to-end test drives the Debian chromium above with Playwright
+# (Python); it downloads no browser of its own.
+if ! python3 -c 'import playwright.sync_api' >/dev/null 2>&1; then
+  echo "test.sh: installing playwright (driver only)" >&2
+  python3 -m pip install -q playwright 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages playwright
 fi
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/secret-manager-test.XXXXXX")

@@ -215,6 +215,10 @@ pub struct SecretListQuery {
     /// `missing`: the stubs (secrets asked for that have no value yet) instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Only paths containing this (taken literally, at most 512 characters);
+    /// combines with `prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -259,6 +263,17 @@ pub struct AuthTestResponse {
     #[schema(example = "ok")]
     pub status: String,
     pub message: String,
+}
+
+/// `GET /api/identity`: the caller and its administrative rights.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct IdentityResponse {
+    #[schema(example = "deployer")]
+    pub service: String,
+    /// Holds `admin` on `sys` (keys, service tokens, access requests, policies).
+    pub sys_admin: bool,
+    /// Holds `admin` on `audit` (the whole audit trail).
+    pub audit_admin: bool,
 }
 
 // ---- projects ----

@@ -9,8 +9,8 @@ use super::error::ErrorBody;
 use super::identity::Caller;
 use super::{read_body, AppState};
 use crate::dto::{
-    AuthTestResponse, CreateSecretRequest, SecretList, SecretListQuery, SecretResponse,
-    UpdateSecretRequest, VersionList,
+    AuthTestResponse, CreateSecretRequest, IdentityResponse, SecretList, SecretListQuery,
+    SecretResponse, UpdateSecretRequest, VersionList,
 };
 use crate::error::ApiError;
 use crate::vault::named::{
@@ -54,6 +54,7 @@ const UPDATE_SHAPE: &str =
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(auth_test)
+        .service(identity)
         .service(list)
         .service(create)
         .service(versions)
@@ -85,6 +86,34 @@ async fn auth_test(
     Ok(HttpResponse::Ok().json(AuthTestResponse {
         status: "ok".into(),
         message: format!("Authentication successful for service '{actor}'"),
+    }))
+}
+
+/// Who am I
+///
+/// The authenticated service and whether it holds `admin` on `sys` and on
+/// `audit`; the console shows only the views these allow. Audited as a
+/// credential check.
+#[utoipa::path(
+    tag = "secrets",
+    security(("service" = [], "token" = [])),
+    responses(
+        (status = 200, body = IdentityResponse),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+#[get("/api/identity")]
+async fn identity(
+    Caller(meta): Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let rights = state.vault.rights(&meta).await?;
+    Ok(HttpResponse::Ok().json(IdentityResponse {
+        service: rights.service,
+        sys_admin: rights.sys_admin,
+        audit_admin: rights.audit_admin,
     }))
 }
 
@@ -331,6 +360,7 @@ async fn list(
                 missing,
                 project,
                 prefix: q.prefix.as_deref(),
+                contains: q.contains.as_deref().filter(|c| !c.is_empty()),
                 limit: q.limit.unwrap_or(DEFAULT_LIST_LIMIT),
                 cursor: q.cursor.as_deref(),
             },

@@ -531,6 +531,7 @@ impl Client {
             limit: Some(limit),
             cursor,
             state: None,
+            contains: None,
         };
         let mut items = Vec::new();
         loop {

@@ -390,10 +390,31 @@ pub async fn versions(
 }
 
 /// Live secrets in `(project, path)` order after `after`, without values.
+/// Which paths a list page takes: those starting with `prefix` and containing
+/// `contains` (both literal).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathMatch<'a> {
+    pub prefix: Option<&'a str>,
+    pub contains: Option<&'a str>,
+}
+
+impl PathMatch<'_> {
+    /// The regular expressions a path must match (all of them).
+    fn regexes(&self) -> Vec<String> {
+        let prefix = self.prefix.filter(|p| !p.is_empty());
+        let contains = self.contains.filter(|c| !c.is_empty());
+        prefix
+            .map(|p| format!("^{}", regex_escape(p)))
+            .into_iter()
+            .chain(contains.map(regex_escape))
+            .collect()
+    }
+}
+
 pub async fn list_page(
     db: &Database,
     project: Option<&str>,
-    prefix: Option<&str>,
+    paths: PathMatch<'_>,
     after: Option<(&str, &str)>,
     limit: i64,
     stubs: bool,
@@ -406,11 +427,15 @@ pub async fn list_page(
     if let Some(p) = project {
         filter.insert("project", p);
     }
-    if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
-        filter.insert(
-            "path",
-            doc! { "$regex": format!("^{}", regex_escape(prefix)) },
-        );
+    let mut regexes = paths.regexes();
+    if regexes.len() == 1 {
+        filter.insert("path", doc! { "$regex": regexes.remove(0) });
+    } else if !regexes.is_empty() {
+        let all: Vec<Document> = regexes
+            .into_iter()
+            .map(|r| doc! { "path": { "$regex": r } })
+            .collect();
+        filter.insert("$and", all);
     }
     if let Some((p, path)) = after {
         filter.insert(

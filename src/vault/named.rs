@@ -81,6 +81,8 @@ pub struct ListQuery<'a> {
     pub missing: bool,
     pub project: Option<ProjectName>,
     pub prefix: Option<&'a str>,
+    /// Only paths containing this text (a substring search).
+    pub contains: Option<&'a str>,
     pub limit: i64,
     pub cursor: Option<&'a str>,
 }
@@ -657,7 +659,19 @@ impl Vault {
                     format!("`prefix` must be at most {MAX_PREFIX_LEN} characters"),
                 ));
             }
-            let aad = cursor_aad(meta.actor(), project, q.prefix, q.missing);
+            if q.contains
+                .is_some_and(|p| p.chars().count() > MAX_PREFIX_LEN)
+            {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidPrefix,
+                    format!("`contains` must be at most {MAX_PREFIX_LEN} characters"),
+                ));
+            }
+            let aad = cursor_aad(meta.actor(), project, q.prefix, q.contains, q.missing);
+            let paths = secrets::PathMatch {
+                prefix: q.prefix,
+                contains: q.contains,
+            };
             let mut after = q.cursor.map(|c| self.decode_cursor(&aad, c)).transpose()?;
             let mut items = Vec::new();
             let mut exhausted = false;
@@ -665,7 +679,7 @@ impl Vault {
             for _ in 0..20 {
                 let after_ref = after.as_ref().map(|(p, q)| (p.as_str(), q.as_str()));
                 let batch =
-                    secrets::list_page(self.db(), project, q.prefix, after_ref, limit, q.missing)
+                    secrets::list_page(self.db(), project, paths, after_ref, limit, q.missing)
                         .await?;
                 exhausted = (batch.len() as i64) < limit;
                 for item in batch {
@@ -694,11 +708,21 @@ impl Vault {
 }
 
 /// What a cursor is bound to: the caller and the query it continues.
-fn cursor_aad(actor: &str, project: Option<&str>, prefix: Option<&str>, missing: bool) -> Vec<u8> {
+fn cursor_aad(
+    actor: &str,
+    project: Option<&str>,
+    prefix: Option<&str>,
+    contains: Option<&str>,
+    missing: bool,
+) -> Vec<u8> {
+    // Lengths first: a `|` inside the prefix cannot shift text into `contains`.
+    let prefix = prefix.unwrap_or("");
+    let contains = contains.unwrap_or("");
     format!(
-        "list-cursor|{actor}|{}|{}|{missing}",
+        "list-cursor|{actor}|{}|{missing}|{}:{prefix}|{}:{contains}",
         project.unwrap_or(""),
-        prefix.unwrap_or("")
+        prefix.len(),
+        contains.len(),
     )
     .into_bytes()
 }
