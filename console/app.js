@@ -67,7 +67,7 @@ function showSignIn() {
 
 function showNav() {
   const allowed = VIEWS.filter((v) => v.allowed(rights));
-  clear(nav).append(...allowed.map((v) => el('a', { href: v.hash }, v.name)));
+  clear(nav).append(...allowed.map((v) => el('a', { href: v.hash, onclick: () => say('') }, v.name)));
   nav.hidden = false;
   who.textContent = `Signed in as ${rights.service}`;
   signoutButton.hidden = false;
@@ -162,7 +162,7 @@ function renderSecrets(results, page, ms, load) {
   const rows = page.items.map((s) => el('tr', {},
     el('td', {}, s.project),
     el('td', {}, el('a', { href: secretHash(s.project, s.path) }, s.path)),
-    el('td', { class: 'masked', 'aria-label': 'value hidden' }, '••••••••'),
+    el('td', {}, valueBox(s.project, s.path, s.version)),
     el('td', {}, String(s.version)),
     el('td', {}, s.type || ''),
     el('td', {}, (s.tags || []).join(', ')),

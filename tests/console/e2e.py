@@ -116,6 +116,9 @@ def run(browser, errors):
     expect(nav.get_by_role("link", name="Missing")).to_be_visible()
     for hidden in ["Approvals", "Audit", "Keys"]:
         expect(nav.get_by_role("link", name=hidden)).to_have_count(0)
+    p.evaluate("location.hash = '#/keys'")  # typed by hand: not shown, not refused either
+    expect(p.get_by_role("heading", name="Secrets")).to_be_visible()
+    expect(p.get_by_role("button", name="Rotate")).to_have_count(0)
     p.reload()  # a reload signs out: the token lived in memory only
     expect(p.get_by_role("button", name="Sign in")).to_be_visible()
 
@@ -162,6 +165,12 @@ def run(browser, errors):
     expect(p.get_by_role("row")).to_have_count(2)
     s.no_plaintext(V1)
     s.shot("secrets")
+    row = p.get_by_role("row").nth(1)
+    row.get_by_role("button", name="Reveal").click()
+    expect(row.get_by_text(V1)).to_be_visible()
+    row.get_by_role("button", name="Hide").click()
+    expect(row.get_by_role("button", name="Reveal")).to_be_visible()
+    s.no_plaintext(V1)
 
     step("reveal performs a read; hide clears the value")
     p.get_by_role("link", name=PATH).click()
