@@ -399,15 +399,20 @@ pub struct PathMatch<'a> {
 }
 
 impl PathMatch<'_> {
-    /// The regular expressions a path must match (all of them).
-    fn regexes(&self) -> Vec<String> {
-        let prefix = self.prefix.filter(|p| !p.is_empty());
-        let contains = self.contains.filter(|c| !c.is_empty());
-        prefix
-            .map(|p| format!("^{}", regex_escape(p)))
-            .into_iter()
-            .chain(contains.map(regex_escape))
-            .collect()
+    /// The condition on `path`, or none when every path matches. The prefix is
+    /// a range (`prefix` ≤ path < `prefix` + U+10FFFF: path characters are
+    /// ASCII), which the `(project, path)` index answers directly; the
+    /// substring is an unanchored regular expression of the escaped text.
+    fn condition(&self) -> Option<Document> {
+        let mut condition = Document::new();
+        if let Some(prefix) = self.prefix.filter(|p| !p.is_empty()) {
+            condition.insert("$gte", prefix);
+            condition.insert("$lt", format!("{prefix}\u{10FFFF}"));
+        }
+        if let Some(contains) = self.contains.filter(|c| !c.is_empty()) {
+            condition.insert("$regex", regex_escape(contains));
+        }
+        (!condition.is_empty()).then_some(condition)
     }
 }
 
@@ -427,15 +432,8 @@ pub async fn list_page(
     if let Some(p) = project {
         filter.insert("project", p);
     }
-    let mut regexes = paths.regexes();
-    if regexes.len() == 1 {
-        filter.insert("path", doc! { "$regex": regexes.remove(0) });
-    } else if !regexes.is_empty() {
-        let all: Vec<Document> = regexes
-            .into_iter()
-            .map(|r| doc! { "path": { "$regex": r } })
-            .collect();
-        filter.insert("$and", all);
+    if let Some(condition) = paths.condition() {
+        filter.insert("path", condition);
     }
     if let Some((p, path)) = after {
         filter.insert(
