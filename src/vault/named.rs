@@ -659,12 +659,15 @@ impl Vault {
                     format!("`prefix` must be at most {MAX_PREFIX_LEN} characters"),
                 ));
             }
-            if q.contains
-                .is_some_and(|p| p.chars().count() > MAX_PREFIX_LEN)
-            {
+            // No control characters: a regular expression is a C string in BSON.
+            if q.contains.is_some_and(|c| {
+                c.chars().count() > MAX_PREFIX_LEN || c.chars().any(char::is_control)
+            }) {
                 return Err(ApiError::new(
                     ErrorCode::InvalidPrefix,
-                    format!("`contains` must be at most {MAX_PREFIX_LEN} characters"),
+                    format!(
+                        "`contains` must be at most {MAX_PREFIX_LEN} characters, none of them a control character"
+                    ),
                 ));
             }
             let aad = cursor_aad(meta.actor(), project, q.prefix, q.contains, q.missing);

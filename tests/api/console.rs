@@ -262,6 +262,9 @@ async fn list_searches_paths_by_substring_with_a_cursor_bound_to_the_search() {
         .await
         .assert_error(400, "invalid_cursor");
     let long = "a".repeat(513);
+    list("contains=a%00b")
+        .await
+        .assert_error(400, "invalid_prefix");
     list(&format!("contains={long}"))
         .await
         .assert_error(400, "invalid_prefix");
