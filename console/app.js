@@ -197,7 +197,9 @@ async function secretView([project, ...segments]) {
     meta = await secretMeta(project, path);
   } catch (err) { fail(err); return; }
   if (!meta) {
-    body.append(el('p', {}, 'No such secret (or you may not list it).'));
+    body.append(
+      el('p', {}, 'No live secret at this path (or you may not list it). One deleted within the recovery window can be restored. '),
+      restoreButton(body, project, path));
     return;
   }
   renderSecret(body, project, path, meta);
@@ -252,17 +254,22 @@ function renderSecret(body, project, path, meta) {
       await api.call('DELETE', api.secretUrl(project, path));
     } catch (err) { fail(err); return; }
     say(`Deleted ${project}/${path}; it can be restored within the recovery window.`);
-    const restore = el('button', { type: 'button' }, 'Restore');
-    restore.addEventListener('click', async () => {
-      try {
-        await api.call('POST', api.secretUrl(project, path, '/restore'));
-        say(`Restored ${project}/${path}.`);
-        renderSecret(body, project, path, await secretMeta(project, path));
-      } catch (err) { fail(err); }
-    });
-    clear(body).append(el('p', { class: 'deleted' }, 'This secret is deleted. '), restore);
+    clear(body).append(el('p', { class: 'deleted' }, 'This secret is deleted. '), restoreButton(body, project, path));
   });
   loadHistory(history, body, project, path, meta);
+}
+
+/** Undoes a delete (within the recovery window), then shows the secret again. */
+function restoreButton(body, project, path) {
+  const restore = el('button', { type: 'button' }, 'Restore');
+  restore.addEventListener('click', async () => {
+    try {
+      await api.call('POST', api.secretUrl(project, path, '/restore'));
+      say(`Restored ${project}/${path}.`);
+      renderSecret(body, project, path, await secretMeta(project, path));
+    } catch (err) { fail(err); }
+  });
+  return restore;
 }
 
 async function loadHistory(history, body, project, path, meta) {

@@ -220,6 +220,10 @@ def run(browser, errors):
     p.get_by_role("button", name="Delete").click()
     expect(p.get_by_text("This secret is deleted.")).to_be_visible()
     assert api(ADMIN, "GET", f"/api/secrets/{PROJECT}/{PATH}")[0] == 404
+    secret_url = p.url
+    s.nav("Secrets")  # away and back: the deleted secret's page still offers Restore
+    p.goto(secret_url)
+    expect(p.get_by_text("One deleted within the recovery window can be restored.")).to_be_visible()
     p.get_by_role("button", name="Restore").click()
     expect(p.locator("#message")).to_contain_text("Restored")
     expect(p.get_by_role("region", name="Version history").get_by_role("row")).to_have_count(4)
