@@ -318,18 +318,39 @@ async function conflict(project, path) {
 
 function editForm(editor, project, path, meta) {
   const value = el('textarea', { name: 'value', rows: 4, autocomplete: 'off', spellcheck: 'false' });
+  const file = el('input', { type: 'file', name: 'file' });
+  const description = el('input', { name: 'description', value: meta.description || '' });
+  const tags = el('input', { name: 'tags', value: (meta.tags || []).join(', ') });
+  const kind = el('input', { name: 'type', value: meta.type || '' });
+  const problems = el('ul', { class: 'problems', role: 'alert' });
   const form = el('form', { class: 'card' },
     el('h3', {}, `New version (based on version ${meta.version})`),
-    field('New value', value),
-    el('button', { type: 'submit' }, 'Save'));
+    field('New value', value), field('Or a file (binary)', file),
+    field('Description', description), field('Tags', tags), field('Type', kind),
+    problems, el('button', { type: 'submit' }, 'Save'));
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
+    const upload = file.files[0];
+    clear(problems);
+    if (!upload && !value.value) {
+      problems.append(el('li', {}, 'New value is required (text or a file)'));
+      return;
+    }
+    // Compare-and-set: saved only if the secret is still at the version shown.
+    const body = {
+      expected_version: meta.version,
+      description: description.value.trim(),
+      tags: splitTags(tags.value),
+      type: kind.value.trim(),
+    };
+    if (upload) body.value_b64 = api.toBase64(new Uint8Array(await upload.arrayBuffer()));
+    else body.value = value.value;
     try {
-      await api.call('PATCH', api.secretUrl(project, path), { value: value.value, expected_version: meta.version });
+      await api.call('PATCH', api.secretUrl(project, path), body);
       value.value = '';
       say(`Saved ${project}/${path}.`);
-      const body = editor.parentElement;
-      renderSecret(body, project, path, await secretMeta(project, path));
+      const page = editor.parentElement;
+      renderSecret(page, project, path, await secretMeta(project, path));
     } catch (err) {
       if (err.status === 409) return conflict(project, path);
       fail(err);
@@ -337,6 +358,10 @@ function editForm(editor, project, path, meta) {
   });
   clear(editor).append(form);
   value.focus();
+}
+
+function splitTags(text) {
+  return text.split(',').map((t) => t.trim()).filter(Boolean);
 }
 
 // ---- New secret ----
@@ -366,7 +391,7 @@ function newSecretView() {
     const body = {
       project: project.value, path: path.value,
       description: description.value || undefined,
-      tags: tags.value.split(',').map((t) => t.trim()).filter(Boolean),
+      tags: splitTags(tags.value),
       type: kind.value || undefined,
     };
     if (upload) body.value_b64 = api.toBase64(new Uint8Array(await upload.arrayBuffer()));

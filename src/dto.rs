@@ -84,6 +84,15 @@ pub struct UpdateSecretRequest {
     /// Only update if this is still the current version (compare-and-set); 409 otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<i64>,
+    /// A new description (`""` removes it); absent: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New tags (replacing the old ones); absent: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// A new type (`""` removes it); absent: unchanged.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// A secret version with its value.

@@ -14,7 +14,7 @@ use crate::dto::{
 };
 use crate::error::ApiError;
 use crate::vault::named::{
-    missing_only, ListQuery as VaultListQuery, NewSecret, DEFAULT_LIST_LIMIT,
+    missing_only, ListQuery as VaultListQuery, MetadataChange, NewSecret, DEFAULT_LIST_LIMIT,
 };
 use crate::vault::names::{ProjectName, SecretKey};
 use crate::vault::{Op, RequestMeta, Value};
@@ -230,9 +230,14 @@ async fn update(
         read_body(&state, &meta, Op::Update, &req, body, UPDATE_SHAPE).await?;
     let value = Value::one_of(r.value.as_deref(), r.value_b64.as_deref());
     let value = state.vault.check(Op::Update, &meta, value).await?;
+    let metadata = MetadataChange {
+        description: r.description,
+        tags: r.tags,
+        kind: r.kind,
+    };
     let record = state
         .vault
-        .update(&meta, &key, value, r.expected_version)
+        .update(&meta, &key, value, r.expected_version, metadata)
         .await?;
     Ok(HttpResponse::Ok().json(SecretResponse::from(record)))
 }

@@ -485,6 +485,9 @@ impl Client {
             value: None,
             value_b64: Some(STANDARD.encode(bytes.as_slice())),
             expected_version,
+            description: None,
+            tags: None,
+            kind: None,
         };
         let req = self
             .request(Method::PATCH, self.secret_url(key, None))

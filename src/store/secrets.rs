@@ -307,28 +307,34 @@ pub async fn is_deleted(db: &Database, project: &str, path: &str) -> Result<bool
 }
 
 /// Appends `version` if the secret is live and still at `expected` (compare-and-set),
-/// keeping the newest `max_versions`. `false` when the secret moved on or is gone.
+/// keeping the newest `max_versions`, and `$set`s / `$unset`s the metadata fields
+/// given. `false` when the secret moved on or is gone.
 pub async fn append_version(
     db: &Database,
     id: &str,
     expected: i64,
     version: &VersionDoc,
     max_versions: usize,
+    mut set: Document,
+    unset: Document,
 ) -> Result<bool, StoreError> {
     let encoded = mongodb::bson::to_bson(version).map_err(|e| StoreError::Other(e.to_string()))?;
     let keep = -i64::try_from(max_versions).unwrap_or(i64::MAX);
+    set.insert("current_version", version.version);
+    set.insert("updated_at", version.created_at);
+    set.insert("updated_by", &version.created_by);
+    let mut change = doc! {
+        "$push": { "versions": { "$each": [encoded], "$slice": keep } },
+        "$set": set,
+        "$inc": { "rev": 1_i64 },
+    };
+    if !unset.is_empty() {
+        change.insert("$unset", unset);
+    }
     let result = collection::<Document>(db)
         .update_one(
             doc! { "_id": id, "current_version": expected, "deleted_at": null },
-            doc! {
-                "$push": { "versions": { "$each": [encoded], "$slice": keep } },
-                "$set": {
-                    "current_version": version.version,
-                    "updated_at": version.created_at,
-                    "updated_by": &version.created_by,
-                },
-                "$inc": { "rev": 1_i64 },
-            },
+            change,
         )
         .await?;
     Ok(result.matched_count == 1)

@@ -325,3 +325,46 @@ async fn the_console_works_end_to_end_in_headless_chromium() {
     );
     assert!(stdout.contains("every step passed"), "{stdout}");
 }
+
+#[tokio::test]
+async fn a_new_version_may_change_the_metadata_too() {
+    let app = spawn_app().await;
+    let me = app.identity.clone();
+    let body = json!({ "project": "p", "path": "m", "value": "v1",
+        "description": "old", "tags": ["a"], "type": "password" });
+    assert_eq!(
+        call(&app, &me, Method::POST, "/api/secrets", Some(body))
+            .await
+            .status,
+        201
+    );
+    let patch = |body: Value| call(&app, &me, Method::PATCH, "/api/secrets/p/m", Some(body));
+    let res = patch(json!({ "value": "v2", "expected_version": 1,
+        "description": "new", "tags": ["b", "c"] }))
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let record = res.json();
+    assert_eq!(record["version"], 2);
+    assert_eq!(record["description"], "new");
+    assert_eq!(record["tags"], json!(["b", "c"]));
+    assert_eq!(record["type"], "password", "absent: unchanged");
+    let listed = call(&app, &me, Method::GET, "/api/secrets?project=p", None).await;
+    let item = &listed.json()["items"][0];
+    assert_eq!(
+        (&item["description"], &item["tags"], &item["type"]),
+        (&json!("new"), &json!(["b", "c"]), &json!("password"))
+    );
+    // An empty type removes it; the value alone keeps the rest.
+    let res = patch(json!({ "value": "v3", "type": "" })).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let listed = call(&app, &me, Method::GET, "/api/secrets?project=p", None).await;
+    let item = &listed.json()["items"][0];
+    assert!(item.get("type").is_none_or(Value::is_null), "{item}");
+    assert_eq!(item["description"], "new");
+    assert_eq!(item["version"], 3);
+    patch(json!({ "value": "v4", "tags": [""] }))
+        .await
+        .assert_error(400, "invalid_metadata");
+    let versions = call(&app, &me, Method::GET, "/api/secrets/p/m/versions", None).await;
+    assert_eq!(versions.json()["current_version"], 3, "nothing written");
+}

@@ -190,6 +190,8 @@ def run(browser, errors):
     other.page.goto(p.url)
     other.page.get_by_role("button", name="Edit").click()
     other.page.get_by_label("New value").fill(V3)
+    expect(other.page.get_by_label("Description")).to_have_value("primary database")
+    other.page.get_by_label("Description").fill("primary database, rotated")
     other.page.get_by_role("button", name="Save").click()
     expect(other.page.get_by_text("Saved")).to_be_visible()
     other.context.close()
@@ -198,6 +200,7 @@ def run(browser, errors):
     expect(p.locator("#message")).to_contain_text(f"changed by {ADMIN[0]} at")
     assert "status of 409" not in allowed, "the 409 was logged and expected"
     p.get_by_role("button", name="Reload").click()
+    expect(p.get_by_text("primary database, rotated")).to_be_visible()
 
     step("history, reading an old version, restoring it as a new version")
     history = p.get_by_role("region", name="Version history")
