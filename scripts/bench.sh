@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 
 DURATION=${1:-5}
 ROUNDS=${2:-3}
-BIN=target/release/secret-manager
+BIN="${CARGO_TARGET_DIR:-target}/release/secret-manager"
+export BIN
 export CLUSTER_DIR="${TMPDIR:-/tmp}/secret-manager-bench.$$"
 export LB_PORT=${LB_PORT:-18000} BASE_PORT=${BASE_PORT:-18101}
 

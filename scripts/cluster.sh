@@ -24,7 +24,7 @@ mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 LB_PORT="${LB_PORT:-8000}"
 BASE_PORT="${BASE_PORT:-18001}"
-BIN="${BIN:-target/release/secret-manager}"
+BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/secret-manager}"
 
 usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 log() { echo "cluster.sh: $*" >&2; }

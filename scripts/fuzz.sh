@@ -27,7 +27,7 @@ token=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
 env -i PATH="$PATH" HOME="$HOME" MONGO_URI="$uri" MONGO_DB=fuzz HOST=127.0.0.1 PORT="$port" GRPC_ENABLED=false \
   MASTER_KEY="$(head -c 32 /dev/urandom | base64)" CONFIG_FILE=/dev/null \
   TOKEN_fuzz="$token" ALLOW_fuzz='*' AUTH_FAILURE_BURST=0 LOG_FORMAT=json RUST_LOG=warn \
-  target/debug/secret-manager serve >"$state/server.log" 2>&1 &
+  "${CARGO_TARGET_DIR:-target}"/debug/secret-manager serve >"$state/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 100); do
   curl -fs -o /dev/null "http://127.0.0.1:$port/health/ready" && break

@@ -53,6 +53,6 @@ fi
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"
 cargo build --release --quiet --bin secret-manager
 echo "run.sh: serving on http://localhost:${PORT:-8000} (Swagger UI at /docs); Ctrl-C stops" >&2
-target/release/secret-manager serve &
+"${CARGO_TARGET_DIR:-target}"/release/secret-manager serve &
 server=$!
 wait "$server"

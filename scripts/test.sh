@@ -15,6 +15,8 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# Node and npm compile and run the generated TypeScript client (tests/api/schema.rs).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
@@ -27,6 +29,18 @@ if ! python3 -c 'import grpc, grpc_tools, grpc_health, grpc_reflection' >/dev/nu
   echo "test.sh: installing ${py_grpc[*]}" >&2
   python3 -m pip install -q "${py_grpc[@]}" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "${py_grpc[@]}"
+fi
+
+# The generated clients' type checkers (tests/api/schema.rs): mypy from PyPI,
+# TypeScript and Node's type definitions from npm into .tools/node (git-ignored).
+if ! python3 -m mypy --version >/dev/null 2>&1; then
+  echo "test.sh: installing mypy" >&2
+  python3 -m pip install -q mypy 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages mypy
+fi
+if [ ! -x .tools/node/node_modules/.bin/tsc ] || [ ! -d .tools/node/node_modules/@types/node ]; then
+  echo "test.sh: installing typescript and @types/node into .tools/node" >&2
+  npm install --prefix .tools/node --no-audit --no-fund --silent typescript@5 @types/node@20 >/dev/null
 fi
 
 # The console's end-to-end test drives the Debian chromium above with Playwright

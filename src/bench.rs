@@ -54,6 +54,9 @@ pub struct LoadArgs {
 pub enum Transport {
     /// The seed-compatible UUID endpoints (`/vault/secret/create|fetch`).
     Http,
+    /// The named endpoints (`POST /api/secrets`, `GET /api/secrets/bench/<uuid>`):
+    /// the same work as `grpc`, over HTTP.
+    HttpNamed,
     /// `PutSecret` / `GetSecret` on `--grpc-url`, secrets named `bench/<uuid>`.
     Grpc,
 }
@@ -343,19 +346,69 @@ impl Target for Http {
     }
 }
 
-/// Drives the HTTP API.
-pub async fn run_http(args: BenchArgs) -> Result<Summary, String> {
+/// The named endpoints: what `Grpc` does, over HTTP.
+struct HttpNamed(Http);
+
+impl Target for HttpNamed {
+    async fn create(&self, value: &[u8]) -> Result<String, String> {
+        let path = uuid::Uuid::new_v4().simple().to_string();
+        let res = self
+            .0
+            .post("/api/secrets")
+            .json(&serde_json::json!({
+                "project": "bench", "path": path, "value_b64": STANDARD.encode(value),
+            }))
+            .send()
+            .await;
+        if let Some(e) = status_error(&res) {
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    async fn fetch(&self, path: &str) -> Result<Vec<u8>, String> {
+        let mut req = self
+            .0
+            .client
+            .get(format!("{}/api/secrets/bench/{path}", self.0.url));
+        if let (Some(s), Some(t)) = (&self.0.service, &self.0.token) {
+            req = req
+                .header(crate::dto::SERVICE_HEADER, s)
+                .header(crate::dto::TOKEN_HEADER, t);
+        }
+        let res = req.send().await;
+        if let Some(e) = status_error(&res) {
+            return Err(e);
+        }
+        let body: serde_json::Value = res.map_err(|_| "io")?.json().await.map_err(|_| "body")?;
+        let b64 = body["value_b64"].as_str().ok_or("body")?;
+        STANDARD.decode(b64).map_err(|_| "body".into())
+    }
+}
+
+fn http_target(args: &BenchArgs) -> Result<Http, String> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.load.concurrency)
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
-    let target = Arc::new(Http {
+    Ok(Http {
         client,
         url: args.url.trim_end_matches('/').to_string(),
         service: args.service.clone(),
         token: args.token.clone(),
-    });
+    })
+}
+
+/// Drives the named HTTP endpoints.
+pub async fn run_http_named(args: BenchArgs) -> Result<Summary, String> {
+    let target = Arc::new(HttpNamed(http_target(&args)?));
+    drive(target, &args.load, args.url.clone()).await
+}
+
+/// Drives the HTTP API.
+pub async fn run_http(args: BenchArgs) -> Result<Summary, String> {
+    let target = Arc::new(http_target(&args)?);
     drive(target, &args.load, args.url.clone()).await
 }
 
@@ -363,12 +416,20 @@ type GrpcClient =
     crate::grpc::pb::secrets_service_client::SecretsServiceClient<tonic::transport::Channel>;
 
 struct Grpc {
-    client: GrpcClient,
+    /// Several HTTP/2 connections, used in turn: one connection is one
+    /// task on each side, which would cap the rate (HTTP uses a pool too).
+    clients: Vec<GrpcClient>,
+    next: AtomicU64,
     service: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Grpc {
+    fn client(&self) -> GrpcClient {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.clients.len();
+        self.clients[i].clone()
+    }
+
     fn request<T>(&self, body: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(body);
         if let (Some(s), Some(t)) = (&self.service, &self.token) {
@@ -392,7 +453,7 @@ impl Target for Grpc {
             value_b64: Some(STANDARD.encode(value)),
             ..Default::default()
         };
-        let mut client = self.client.clone();
+        let mut client = self.client();
         client
             .put_secret(self.request(body))
             .await
@@ -405,7 +466,7 @@ impl Target for Grpc {
             secret_name: name.to_string(),
             ..Default::default()
         };
-        let mut client = self.client.clone();
+        let mut client = self.client();
         let answer = client
             .get_secret(self.request(body))
             .await
@@ -423,22 +484,32 @@ impl Target for Grpc {
 pub async fn run(args: BenchArgs) -> Result<Summary, String> {
     match args.transport {
         Transport::Http => run_http(args).await,
+        Transport::HttpNamed => run_http_named(args).await,
         Transport::Grpc => run_grpc(args).await,
     }
 }
 
-/// Drives the gRPC interface over one HTTP/2 connection (multiplexed).
+/// At most this many gRPC connections (HTTP/2, multiplexed) per run.
+const GRPC_CONNECTIONS: usize = 8;
+
+/// Drives the gRPC interface over up to `GRPC_CONNECTIONS` HTTP/2 connections.
 pub async fn run_grpc(args: BenchArgs) -> Result<Summary, String> {
     let ascii = |v: &Option<String>, what: &str| {
         v.as_deref()
             .map(|s| s.parse().map_err(|_| format!("{what} is not ASCII")))
             .transpose()
     };
-    let client = GrpcClient::connect(args.grpc_url.clone())
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.grpc_url))?;
+    let mut clients = Vec::new();
+    for _ in 0..args.load.concurrency.clamp(1, GRPC_CONNECTIONS) {
+        clients.push(
+            GrpcClient::connect(args.grpc_url.clone())
+                .await
+                .map_err(|e| format!("cannot reach {}: {e}", args.grpc_url))?,
+        );
+    }
     let target = Arc::new(Grpc {
-        client,
+        clients,
+        next: AtomicU64::new(0),
         service: ascii(&args.service, "the service name")?,
         token: ascii(&args.token, "the token")?,
     });

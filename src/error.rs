@@ -99,7 +99,7 @@ error_codes! {
     TooManyAuthFailures => ("too_many_auth_failures", 429, Denied, "too many failed authentications; `Retry-After`"),
     TooManyRegistrations => ("too_many_registrations", 429, Denied, "too many token registrations from this address (`REGISTER_PER_MINUTE`); `Retry-After`"),
     InternalError => ("internal_error", 500, Error, "details only in the log, under the request id"),
-    Busy => ("busy", 503, Error, "NATS: the replica has `NATS_MAX_IN_FLIGHT` requests in flight; retry shortly"),
+    Busy => ("busy", 503, Error, "NATS: the replica has `NATS_MAX_IN_FLIGHT` requests in flight; gRPC `WatchSecret`: 1024 streams open on the replica, or it is shutting down; retry shortly"),
     KeyringUnavailable => ("keyring_unavailable", 503, Error, "`/health/ready`: keyring entries are sealed under a master key this replica does not hold"),
     TooManyPendingTokens => ("too_many_pending_tokens", 503, Error, "`MAX_PENDING_TOKENS` registrations already await approval; `Retry-After`"),
     DatabaseUnavailable => ("database_unavailable", 503, Error, "MongoDB unreachable; `Retry-After: 1`; recovers without a restart"),

@@ -9,6 +9,7 @@ pub mod dto;
 pub mod error;
 pub mod grpc;
 pub mod nats;
+pub mod schema;
 pub mod settings;
 pub mod startup;
 pub mod store;

@@ -23,6 +23,7 @@ use crate::dto::{
     RotateResponse, SecretList, SecretListQuery, SecretResponse, ServiceTokenInfo,
     ServiceTokenList, UpdateSecretRequest, VersionList, SERVICE_HEADER, TOKEN_HEADER,
 };
+use crate::schema::{value_problem, Schema};
 use crate::vault::names::{ProjectName, SecretKey};
 
 #[derive(Debug, Clone, Args)]
@@ -267,6 +268,16 @@ impl Client {
 
     /// Sends `req`; any 2xx is success, anything else the server's code and message.
     async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response> {
+        self.answer(req)
+            .await?
+            .map_err(|e| Failure::Server(format!("{} {}: {}", e.status, e.code, e.message)))
+    }
+
+    /// Sends `req`: a 2xx answer, or the status, code and message of any other.
+    async fn answer(
+        &self,
+        req: RequestBuilder,
+    ) -> Result<std::result::Result<reqwest::Response, Refusal>> {
         let res = req.send().await.map_err(|e| {
             Failure::Server(format!(
                 "cannot reach {}: {}",
@@ -276,16 +287,17 @@ impl Client {
         })?;
         let status = res.status();
         if status.is_success() {
-            return Ok(res);
+            return Ok(Ok(res));
         }
         let (code, message) = match res.json::<ErrorBody>().await {
             Ok(body) => (body.error.code, body.error.message),
             Err(_) => ("error".to_string(), String::new()),
         };
-        Err(Failure::Server(format!(
-            "{} {code}: {message}",
-            status.as_u16()
-        )))
+        Ok(Err(Refusal {
+            status: status.as_u16(),
+            code,
+            message,
+        }))
     }
 
     /// Sends `req` and reads the answer as `T`.
@@ -310,6 +322,35 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A non-2xx answer.
+struct Refusal {
+    status: u16,
+    code: String,
+    message: String,
+}
+
+/// What `check` found for one secret of a schema.
+#[derive(Serialize)]
+struct Checked {
+    name: String,
+    secret: String,
+    /// `ok`, `missing` (a stub now records it), `ill-typed` or `unreadable`.
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+/// `run --schema`: each secret of the schema under its own name.
+pub fn schema_env(schema: &Schema) -> Vec<EnvSecret> {
+    schema
+        .secrets()
+        .map(|s| EnvSecret {
+            name: s.name.clone(),
+            key: s.key.clone(),
+        })
+        .collect()
 }
 
 /// `VALUE`, `@path` (file) or `-` (standard input).
@@ -804,6 +845,74 @@ impl Client {
         Ok(())
     }
 
+    /// Reads every secret of `schema` as a generated client would at start-up,
+    /// with its description, so a miss records a stub that says what it is for
+    /// (the access workflow's stubs). Prints no value; exit 1 when any is not ok.
+    pub async fn check(&self, schema: &Schema) -> Result<()> {
+        let mut rows = Vec::new();
+        for spec in schema.secrets() {
+            let req = self
+                .request(Method::GET, self.secret_url(&spec.key, None))
+                .query(&[("description", spec.description.as_str())]);
+            let (state, problem) = match self.answer(req).await? {
+                Ok(res) => {
+                    let r: SecretResponse = res.json().await.map_err(|_| {
+                        Failure::Server("unexpected answer from the service".into())
+                    })?;
+                    let value = r.value.map(Zeroizing::new);
+                    match value.as_deref().map(|v| value_problem(spec, v)) {
+                        Some(None) => ("ok", None),
+                        Some(Some(p)) => ("ill-typed", Some(p)),
+                        None => ("ill-typed", Some("not UTF-8 text".to_string())),
+                    }
+                }
+                Err(e) if e.status == 404 && e.code == "secret_not_found" => ("missing", None),
+                Err(e) if matches!(e.status, 401 | 429) => {
+                    return Err(Failure::Server(format!(
+                        "{} {}: {}",
+                        e.status, e.code, e.message
+                    )));
+                }
+                Err(e) => ("unreadable", Some(format!("{} {}", e.status, e.code))),
+            };
+            rows.push(Checked {
+                name: spec.name.clone(),
+                secret: spec.key.to_string(),
+                state,
+                problem,
+            });
+        }
+        let bad = rows.iter().filter(|r| r.state != "ok").count();
+        if self.json {
+            self.print_json(&json!({ "secrets": rows }));
+        } else {
+            let table_rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    let state = match &r.problem {
+                        Some(p) => format!("{}: {p}", r.state),
+                        None => r.state.to_string(),
+                    };
+                    vec![r.name.clone(), r.secret.clone(), state]
+                })
+                .collect();
+            table(&["NAME", "SECRET", "STATE"], &table_rows);
+        }
+        if bad > 0 {
+            let names: Vec<&str> = rows
+                .iter()
+                .filter(|r| r.state != "ok")
+                .map(|r| r.name.as_str())
+                .collect();
+            return Err(Failure::Server(format!(
+                "{bad} of {} secrets missing or ill-typed: {}",
+                rows.len(),
+                names.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn status(&self) -> Result<()> {
         let url = self.url(["health", "ready"]);
         let health: HealthResponse = self.call(self.request(Method::GET, url)).await?;
@@ -841,8 +950,23 @@ pub async fn run(client: &Client, secrets: &[EnvSecret], command: &[String]) -> 
         .split_first()
         .ok_or_else(|| Failure::Usage("give a command after `--`".into()))?;
     let mut env = Vec::new();
+    let mut failed = Vec::new();
     for secret in secrets {
-        env.push((&secret.name, client.value_of(&secret.key).await?));
+        match client.value_of(&secret.key).await {
+            Ok(value) => env.push((&secret.name, value)),
+            Err(Failure::Server(m) | Failure::Usage(m)) => {
+                failed.push(format!("{} ({}): {m}", secret.name, secret.key));
+            }
+        }
+    }
+    // Every secret that cannot be read, at once.
+    if !failed.is_empty() {
+        return Err(Failure::Server(format!(
+            "cannot read {} of {} secrets: {}",
+            failed.len(),
+            secrets.len(),
+            failed.join("; ")
+        )));
     }
     let mut cmd = std::process::Command::new(program);
     // The child gets the secrets it asked for, not the credentials that fetched them.

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::crypto::MasterKey;
+use crate::schema::codegen::Lang;
+use crate::schema::{Schema, SchemaError};
 use crate::startup::Application;
 use crate::telemetry;
 use crate::vault::names::{ProjectName, SecretKey};
@@ -172,17 +174,52 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
         /// ENV=project/path; repeat for several.
-        #[arg(long = "secret", required = true, value_parser = client::parse_env_secret)]
+        #[arg(long = "secret", required_unless_present = "schema", value_parser = client::parse_env_secret)]
         secrets: Vec<EnvSecret>,
+        /// Every secret of this secrets.schema.json, under its name.
+        #[arg(long)]
+        schema: Option<PathBuf>,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Which secrets of a secrets.schema.json are missing (recording a stub with
+    /// each one's description) or ill-typed; exit 1 when any is.
+    Check {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        schema: PathBuf,
+    },
+    /// secrets.schema.json files: combine several into one.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+    /// Generate a typed client (one accessor per secret) from a secrets.schema.json.
+    Codegen {
+        #[arg(long)]
+        schema: PathBuf,
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Directory to write the client into (created when missing).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print a new random master key (base64 of 32 bytes).
     Keygen {
         /// Write the key to this file (mode 0600) instead of printing it.
         #[arg(long)]
         file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Print the union of several schemas; a name in more than one must agree.
+    Combine {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -195,6 +232,10 @@ pub fn main() -> ExitCode {
         Command::Healthcheck { port } => healthcheck(port),
         Command::Bench(args) => bench(args.load.json, crate::bench::run(args)),
         Command::BenchDb(args) => bench(args.load.json, crate::bench::run_db(args)),
+        Command::Schema {
+            command: SchemaCommand::Combine { files },
+        } => combine(&files),
+        Command::Codegen { schema, lang, out } => codegen(&schema, lang, &out),
         other => client_command(other),
     }
 }
@@ -315,6 +356,65 @@ fn plain_probe(port: u16) -> std::io::Result<bool> {
     Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
 }
 
+fn schema_failure(command: &str, e: &SchemaError) -> ExitCode {
+    eprintln!("secret-manager {command}:");
+    for p in &e.problems {
+        eprintln!("  {p}");
+    }
+    ExitCode::from(2)
+}
+
+fn combine(files: &[PathBuf]) -> ExitCode {
+    let mut parts = Vec::new();
+    let mut problems = Vec::new();
+    for file in files {
+        match Schema::read(file) {
+            Ok(s) => parts.push((file.display().to_string(), s)),
+            Err(mut e) => problems.append(&mut e.problems),
+        }
+    }
+    if !problems.is_empty() {
+        return schema_failure("schema combine", &SchemaError { problems });
+    }
+    match Schema::combine(&parts) {
+        Ok(s) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&s.to_json()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => schema_failure("schema combine", &e),
+    }
+}
+
+fn codegen(schema: &std::path::Path, lang: Lang, out: &std::path::Path) -> ExitCode {
+    let parsed = match Schema::read(schema) {
+        Ok(s) => s,
+        Err(e) => return schema_failure("codegen", &e),
+    };
+    let source = schema
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    match crate::schema::codegen::write(&parsed, lang, &source, out) {
+        Ok(files) => {
+            for f in files {
+                println!("{}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "secret-manager codegen: cannot write {}: {}",
+                out.display(),
+                e.kind()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn bench(
     json: bool,
     run: impl std::future::Future<Output = Result<crate::bench::Summary, String>>,
@@ -369,6 +469,7 @@ fn client_command(command: Command) -> ExitCode {
             | Command::Tokens { conn, .. }
             | Command::Requests { conn, .. }
             | Command::Status { conn }
+            | Command::Check { conn, .. }
             | Command::Run { conn, .. } => conn.clone(),
             _ => return ExitCode::from(2),
         };
@@ -411,9 +512,27 @@ fn client_command(command: Command) -> ExitCode {
             Command::Tokens { command, .. } => client.tokens(command).await,
             Command::Requests { command, .. } => client.requests(command).await,
             Command::Status { .. } => client.status().await,
+            Command::Check { schema, .. } => match Schema::read(&schema) {
+                Ok(s) => client.check(&s).await,
+                Err(e) => return schema_failure("check", &e),
+            },
             Command::Run {
-                secrets, command, ..
+                mut secrets,
+                schema,
+                command,
+                ..
             } => {
+                if let Some(path) = schema {
+                    match Schema::read(&path) {
+                        // The schema's first; an explicit --secret of the same name wins.
+                        Ok(s) => {
+                            let mut all = client::schema_env(&s);
+                            all.append(&mut secrets);
+                            secrets = all;
+                        }
+                        Err(e) => return schema_failure("run", &e),
+                    }
+                }
                 return match client::run(&client, &secrets, &command).await {
                     Ok(code) => code,
                     Err(f) => f.exit(),

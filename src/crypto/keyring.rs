@@ -178,8 +178,11 @@ impl Keyring {
     /// replica runs the old key: it keeps the keys it already had (its last good
     /// keyring), logs loudly and reports itself unhealthy (readiness fails).
     pub async fn reload(&self) -> Result<(), KeyringError> {
-        let docs = store::all(&self.db).await?;
+        // The pointer first: a key is stored before the pointer names it, so
+        // the documents read next always hold the key it names (read the other
+        // way round, a rotation in between left this replica with no active key).
         let active_id = store::active_id(&self.db).await?;
+        let docs = store::all(&self.db).await?;
         let previous = self.snapshot();
         let mut keys = HashMap::new();
         let mut failed = Vec::new();

@@ -21,6 +21,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::vault::named::{missing_only, ListQuery, DEFAULT_LIST_LIMIT};
 use crate::vault::names::{ProjectName, SecretKey};
 use crate::vault::service_tokens::RegisterInput;
+use crate::vault::watch::{Credentials, WatchUpdate};
 use crate::vault::{Op, RequestMeta, Vault};
 
 /// The types and stubs generated from `proto/secrets/v1/secrets.proto`.
@@ -134,6 +135,24 @@ fn non_empty(s: &str) -> Option<&str> {
 
 pub struct Service {
     vault: Vault,
+    /// Turns true when the server begins to stop: open watch streams end.
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The `WatchSecret` answer stream.
+type WatchStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<pb::WatchSecretResponse, Status>> + Send>,
+>;
+
+fn watch_message(name: &str, u: WatchUpdate) -> pb::WatchSecretResponse {
+    pb::WatchSecretResponse {
+        secret_name: name.to_string(),
+        change: u.change.as_str().to_string(),
+        state: u.status.as_str().to_string(),
+        version: u.version,
+        updated_at: u.updated_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        updated_by: u.updated_by.unwrap_or_default(),
+    }
 }
 
 impl Service {
@@ -158,6 +177,55 @@ impl Service {
 
 #[tonic::async_trait]
 impl SecretsService for Service {
+    type WatchSecretStream = WatchStream;
+
+    async fn watch_secret(
+        &self,
+        req: Request<pb::WatchSecretRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let meta = self.authenticated(&req, &req.get_ref().token).await?;
+        let (service, token) = credentials(&req, &req.get_ref().token);
+        let body = req.into_inner();
+        let v = &self.vault;
+        let opened = async {
+            let key = v
+                .check(Op::Watch, &meta, secret_key(&body.secret_name))
+                .await?;
+            let credentials = Credentials {
+                service,
+                token: token.map(zeroize::Zeroizing::new),
+            };
+            let watch = v.watch(&meta, credentials, &key).await?;
+            Ok::<_, ApiError>((key, watch))
+        };
+        let (key, watch) = opened.await.map_err(|e| status_of(&e, &meta))?;
+        let name = key.to_string();
+        let stopping = self.stopping.clone();
+        let stream =
+            futures_util::stream::unfold(Some((watch, stopping, meta.clone())), move |state| {
+                let name = name.clone();
+                async move {
+                    let (mut watch, mut stopping, meta) = state?;
+                    let next = tokio::select! {
+                        next = watch.next() => next,
+                        _ = stopping.wait_for(|s| *s) => Err(ApiError::new(
+                            ErrorCode::Busy,
+                            "the server is shutting down; reconnect",
+                        )),
+                    };
+                    match next {
+                        Ok(update) => Some((
+                            Ok(watch_message(&name, update)),
+                            Some((watch, stopping, meta)),
+                        )),
+                        // The error is the last message.
+                        Err(e) => Some((Err(status_of(&e, &meta)), None)),
+                    }
+                }
+            });
+        Ok(answer(Box::pin(stream) as WatchStream, &meta))
+    }
+
     async fn get_secret(
         &self,
         req: Request<pb::GetSecretRequest>,
@@ -425,8 +493,10 @@ impl GrpcServer {
         let reflection = reflection().build_v1().map_err(std::io::Error::other)?;
         let (reporter, health) = tonic_health::server::health_reporter();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let service = SecretsServiceServer::new(Service {
             vault: vault.clone(),
+            stopping,
         })
         .max_decoding_message_size(max_message_bytes);
         let task = tokio::spawn(async move {
@@ -436,9 +506,11 @@ impl GrpcServer {
                 .add_service(health)
                 .add_service(reflection)
                 .add_service(reflection_v1alpha)
-                .serve_with_incoming_shutdown(incoming, async {
+                .serve_with_incoming_shutdown(incoming, async move {
                     // A send or a dropped handle both mean stop.
                     let _ = stopped.await;
+                    // Streams never end by themselves: end them so calls drain.
+                    let _ = stopping_tx.send(true);
                 });
             tokio::select! {
                 served = serve => if let Err(e) = served {

@@ -139,6 +139,23 @@ pub async fn use_grant(
     Ok(r.matched_count > 0)
 }
 
+/// Whether a grant is in force for this service on this secret (not counted as a read).
+pub async fn has_grant(
+    db: &Database,
+    service: &str,
+    project: &str,
+    path: &str,
+) -> Result<bool, StoreError> {
+    let n = collection::<Document>(db)
+        .count_documents(doc! {
+            "service_name": service, "project": project, "path": path, "status": "granted",
+            "$or": [ { "expires_at": null }, { "expires_at": { "$gt": DateTime::now() } } ],
+        })
+        .limit(1)
+        .await?;
+    Ok(n > 0)
+}
+
 pub async fn list(
     db: &Database,
     status: Option<&str>,

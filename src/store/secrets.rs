@@ -122,6 +122,15 @@ pub struct SecretView<V> {
     pub state: Option<String>,
     #[serde(default)]
     pub requested_by: Vec<String>,
+    #[serde(default)]
+    pub deleted_at: Option<DateTime>,
+}
+
+impl<V> SecretView<V> {
+    /// Not soft-deleted and not a stub.
+    pub fn is_live(&self) -> bool {
+        self.deleted_at.is_none() && self.state.as_deref() != Some(MISSING)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +159,21 @@ impl Locator<'_> {
 
 fn collection<T: Send + Sync>(db: &Database) -> Collection<T> {
     db.collection(COLLECTION)
+}
+
+/// The id of the one document at `project/path` (the unique index allows one).
+///
+/// Point lookups by path filter on exactly `{project, path}` and check the
+/// rest in Rust, and writes go by `_id` once it is known: with any further
+/// predicate in the filter, the test database (SecantusDB) answers by a
+/// collection scan instead of the `(project, path)` index, which made a read
+/// cost grow with the project's size (see docs/BENCHMARKS.md).
+async fn id_at(db: &Database, project: &str, path: &str) -> Result<Option<String>, StoreError> {
+    let found = collection::<Document>(db)
+        .find_one(doc! { "project": project, "path": path })
+        .projection(doc! { "_id": 1 })
+        .await?;
+    Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_string)))
 }
 
 /// Adds "live": not soft-deleted and not a stub.
@@ -210,9 +234,12 @@ pub async fn create_stub(db: &Database, stub: &SecretDoc) -> Result<bool, StoreE
     match collection::<SecretDoc>(db).insert_one(stub).await {
         Ok(_) => Ok(true),
         Err(e) if is_duplicate_key(&e) => {
+            let Some(id) = id_at(db, &stub.project, &stub.path).await? else {
+                return Ok(false);
+            };
             collection::<Document>(db)
                 .update_one(
-                    doc! { "project": &stub.project, "path": &stub.path, "state": MISSING },
+                    doc! { "_id": id, "state": MISSING },
                     doc! { "$addToSet": { "requested_by": { "$each": &stub.requested_by } } },
                 )
                 .await?;
@@ -229,10 +256,18 @@ pub async fn find_stub(
     path: &str,
 ) -> Result<Option<String>, StoreError> {
     let found = collection::<Document>(db)
-        .find_one(doc! { "project": project, "path": path, "state": MISSING, "deleted_at": null })
-        .projection(doc! { "_id": 1 })
+        .find_one(doc! { "project": project, "path": path })
+        .projection(doc! { "_id": 1, "state": 1, "deleted_at": 1 })
         .await?;
-    Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_string)))
+    Ok(found
+        .filter(|d| d.get_str("state") == Ok(MISSING) && !has_value(d, "deleted_at"))
+        .and_then(|d| d.get_str("_id").ok().map(str::to_string)))
+}
+
+/// Whether `field` is present and not null.
+fn has_value(d: &Document, field: &str) -> bool {
+    d.get(field)
+        .is_some_and(|v| !matches!(v, mongodb::bson::Bson::Null))
 }
 
 /// Turns the stub `id` into a secret whose version 1 is `first`, if it is
@@ -282,28 +317,31 @@ pub async fn find_live(
     at: Locator<'_>,
     version: Option<i64>,
 ) -> Result<Option<SecretView<VersionDoc>>, StoreError> {
-    let filter = live(at.filter());
+    // Exactly the key's fields (see `id_at`); liveness is checked here.
+    let filter = at.filter();
     let coll = collection::<SecretView<VersionDoc>>(db);
-    match version {
-        None => Ok(coll
-            .find_one(filter)
-            .projection(doc! { "versions": { "$slice": -1 } })
-            .await?),
+    let found = match version {
+        None => {
+            coll.find_one(filter)
+                .projection(doc! { "versions": { "$slice": -1 } })
+                .await?
+        }
         // At most MAX_VERSIONS are kept, so reading them all and picking one is cheap.
-        Some(v) => Ok(coll.find_one(filter).await?.map(|mut found| {
+        Some(v) => coll.find_one(filter).await?.map(|mut found| {
             found.versions.retain(|x| x.version == v);
             found
-        })),
-    }
+        }),
+    };
+    Ok(found.filter(SecretView::is_live))
 }
 
 /// Whether a soft-deleted secret holds this path.
 pub async fn is_deleted(db: &Database, project: &str, path: &str) -> Result<bool, StoreError> {
-    let n = collection::<Document>(db)
-        .count_documents(doc! { "project": project, "path": path, "deleted_at": { "$ne": null } })
-        .limit(1)
+    let found = collection::<Document>(db)
+        .find_one(doc! { "project": project, "path": path })
+        .projection(doc! { "deleted_at": 1 })
         .await?;
-    Ok(n > 0)
+    Ok(found.is_some_and(|d| has_value(&d, "deleted_at")))
 }
 
 /// Appends `version` if the secret is live and still at `expected` (compare-and-set),
@@ -347,9 +385,12 @@ pub async fn soft_delete(
     path: &str,
     purge_at: DateTime,
 ) -> Result<Option<String>, StoreError> {
+    let Some(id) = id_at(db, project, path).await? else {
+        return Ok(None);
+    };
     let found = collection::<Document>(db)
         .find_one_and_update(
-            live(doc! { "project": project, "path": path }),
+            live(doc! { "_id": id }),
             doc! { "$set": { "deleted_at": DateTime::now(), "purge_at": purge_at } },
         )
         .projection(doc! { "_id": 1 })
@@ -363,10 +404,13 @@ pub async fn restore(
     project: &str,
     path: &str,
 ) -> Result<Option<String>, StoreError> {
+    let Some(id) = id_at(db, project, path).await? else {
+        return Ok(None);
+    };
     let found = collection::<Document>(db)
         .find_one_and_update(
             doc! {
-                "project": project, "path": path,
+                "_id": id,
                 "deleted_at": { "$ne": null },
                 "purge_at": { "$gt": DateTime::now() },
             },
@@ -377,6 +421,35 @@ pub async fn restore(
     Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_string)))
 }
 
+/// What a watcher sees of a path: no values, only the current version and
+/// whether the secret is live, a stub, or deleted.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PathState {
+    pub current_version: i64,
+    pub updated_at: DateTime,
+    pub updated_by: String,
+    #[serde(default)]
+    pub deleted_at: Option<DateTime>,
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+/// The document at `project/path` (live, a stub, or deleted awaiting purge),
+/// without values; `None` when there is none.
+pub async fn path_state(
+    db: &Database,
+    project: &str,
+    path: &str,
+) -> Result<Option<PathState>, StoreError> {
+    Ok(collection::<PathState>(db)
+        .find_one(doc! { "project": project, "path": path })
+        .projection(doc! {
+            "current_version": 1, "updated_at": 1, "updated_by": 1,
+            "deleted_at": 1, "state": 1,
+        })
+        .await?)
+}
+
 /// Version metadata of a live secret, newest first.
 pub async fn versions(
     db: &Database,
@@ -384,71 +457,74 @@ pub async fn versions(
     path: &str,
 ) -> Result<Option<SecretView<VersionMeta>>, StoreError> {
     let found = collection::<SecretView<VersionMeta>>(db)
-        .find_one(live(doc! { "project": project, "path": path }))
+        .find_one(doc! { "project": project, "path": path })
         .projection(doc! {
             "versions.ciphertext": 0, "versions.nonce": 0,
         })
         .await?;
-    Ok(found.map(|mut s| {
+    Ok(found.filter(SecretView::is_live).map(|mut s| {
         s.versions.reverse();
         s
     }))
 }
 
-/// Live secrets in `(project, path)` order after `after`, without values.
-/// Which paths a list page takes: those starting with `prefix` and containing
-/// `contains` (both literal).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PathMatch<'a> {
-    pub prefix: Option<&'a str>,
-    pub contains: Option<&'a str>,
-}
-
-impl PathMatch<'_> {
-    /// The condition on `path`, or none when every path matches. The prefix is
-    /// a range (`prefix` ≤ path < `prefix` + U+10FFFF: path characters are
-    /// ASCII), which the `(project, path)` index answers directly; the
-    /// substring is an unanchored regular expression of the escaped text.
-    fn condition(&self) -> Option<Document> {
-        let mut condition = Document::new();
-        if let Some(prefix) = self.prefix.filter(|p| !p.is_empty()) {
-            condition.insert("$gte", prefix);
-            condition.insert("$lt", format!("{prefix}\u{10FFFF}"));
-        }
-        if let Some(contains) = self.contains.filter(|c| !c.is_empty()) {
-            condition.insert("$regex", regex_escape(contains));
-        }
-        (!condition.is_empty()).then_some(condition)
-    }
-}
-
+/// Secret documents in `(project, path)` order after `after`, without values:
+/// live ones, stubs and deleted ones alike (the caller keeps what it lists,
+/// see `SecretView::is_live`), so a short page means the end.
+///
+/// The filter holds only the index's fields, and a prefix is a range, not a
+/// regular expression: the test database (SecantusDB) reads every document
+/// that matches the filter before it sorts and limits, so a tight range is
+/// what keeps a page cheap in a large project.
+///
+/// `contains` (a substring search) is an unanchored regular expression on
+/// `path`, an index field too: the database then reads only the matching
+/// documents, so a search that matches few secrets in a large project still
+/// answers in one page instead of many short ones.
 pub async fn list_page(
     db: &Database,
     project: Option<&str>,
-    paths: PathMatch<'_>,
+    prefix: Option<&str>,
+    contains: Option<&str>,
     after: Option<(&str, &str)>,
     limit: i64,
-    stubs: bool,
 ) -> Result<Vec<SecretView<VersionMeta>>, StoreError> {
-    let mut filter = if stubs {
-        doc! { "deleted_at": null, "state": MISSING }
-    } else {
-        live(Document::new())
-    };
-    if let Some(p) = project {
-        filter.insert("project", p);
+    let prefix = prefix.filter(|p| !p.is_empty());
+    let mut filter = Document::new();
+    let mut path = Document::new();
+    if let Some(prefix) = prefix {
+        // Every path that starts with `prefix` sorts in [prefix, prefix + U+10FFFF).
+        path.insert("$gte", prefix);
+        path.insert("$lt", format!("{prefix}\u{10FFFF}"));
     }
-    if let Some(condition) = paths.condition() {
-        filter.insert("path", condition);
+    if let Some(contains) = contains.filter(|c| !c.is_empty()) {
+        path.insert("$regex", regex::escape(contains));
     }
-    if let Some((p, path)) = after {
-        filter.insert(
-            "$or",
-            vec![
-                doc! { "project": { "$gt": p } },
-                doc! { "project": p, "path": { "$gt": path } },
-            ],
-        );
+    match (project, after) {
+        (Some(p), Some((after_p, after_path))) if p == after_p => {
+            filter.insert("project", p);
+            path.insert("$gt", after_path);
+        }
+        (Some(p), _) => {
+            filter.insert("project", p);
+        }
+        (None, Some((after_p, after_path))) => {
+            let mut same = path.clone();
+            same.insert("$gt", after_path);
+            let mut later = doc! { "project": { "$gt": after_p } };
+            if !path.is_empty() {
+                later.insert("path", path.clone());
+            }
+            filter.insert(
+                "$or",
+                vec![later, doc! { "project": after_p, "path": same }],
+            );
+            path = Document::new();
+        }
+        (None, None) => {}
+    }
+    if !path.is_empty() {
+        filter.insert("path", path);
     }
     let cursor = collection::<SecretView<VersionMeta>>(db)
         .find(filter)
@@ -457,17 +533,6 @@ pub async fn list_page(
         .projection(doc! { "versions": 0 })
         .await?;
     Ok(cursor.try_collect().await?)
-}
-
-fn regex_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 2);
-    for c in text.chars() {
-        if !c.is_ascii_alphanumeric() && c != '/' && c != '_' && c != '-' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Whether any stored version (live or deleted) is sealed under `key_id`.

@@ -18,6 +18,7 @@ pub mod policies;
 pub mod projects;
 pub mod seed;
 pub mod service_tokens;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -90,6 +91,8 @@ pub enum Op {
     TokenApprove,
     TokenDeny,
     TokenRevoke,
+    /// A `WatchSecret` stream opened (one record per stream, not per change).
+    Watch,
 }
 
 impl Op {
@@ -130,6 +133,7 @@ impl Op {
             Op::TokenApprove => "token_approve",
             Op::TokenDeny => "token_deny",
             Op::TokenRevoke => "token_revoke",
+            Op::Watch => "watch",
         }
     }
 }
@@ -258,6 +262,8 @@ pub struct Vault {
     events: tokio::sync::broadcast::Sender<events::Event>,
     /// Registered service tokens: limiter, cache and use counts of this replica.
     tokens: Arc<service_tokens::TokenBook>,
+    /// Bounds the open `WatchSecret` streams of this replica.
+    watch_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -320,6 +326,7 @@ impl Vault {
             limits: Arc::new(limits),
             audit_publisher: Arc::default(),
             tokens: Arc::new(service_tokens::TokenBook::new(Default::default())),
+            watch_slots: watch::slots(),
         })
     }
 
@@ -397,6 +404,7 @@ impl Vault {
                 project: scope.project.clone(),
                 path: scope.path.clone(),
                 secret_id: scope.secret_id.clone(),
+                version: scope.version,
                 request_id: meta.request_id.clone(),
             });
         }

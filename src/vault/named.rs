@@ -277,6 +277,7 @@ impl Vault {
         match secrets::insert(self.db(), doc).await {
             Ok(()) => {
                 scope.undo(Undo::RemoveSecret(doc.id.clone()));
+                scope.event("secret_created");
                 Ok(())
             }
             Err(InsertError::Exists) => {
@@ -324,6 +325,7 @@ impl Vault {
         self.pending(meta, scope).await?;
         if secrets::fill_stub(self.db(), &stub_id, &filled).await? {
             scope.event("stub_filled");
+            scope.event("secret_created");
             Ok(filled)
         } else {
             Err(exists)
@@ -554,22 +556,27 @@ impl Vault {
             let value = Value::one_of(value.0, value.1)?;
             self.require_on(meta, Action::Write, key)?;
             let plaintext = self.decode_value(value, "value")?;
+            // Nothing there at the first read: try the insert first (one
+            // round trip less for the common create).
+            let mut absent = read.is_none();
             for _ in 0..CAS_ATTEMPTS {
-                if let Some(record) = self
-                    .append(
-                        scope,
-                        meta,
-                        key,
-                        Append {
-                            plaintext: &plaintext,
-                            expected_version,
-                            metadata: &MetadataChange::default(),
-                        },
-                        read.take(),
-                    )
-                    .await?
-                {
-                    return Ok(record);
+                if !std::mem::take(&mut absent) {
+                    if let Some(record) = self
+                        .append(
+                            scope,
+                            meta,
+                            key,
+                            Append {
+                                plaintext: &plaintext,
+                                expected_version,
+                                metadata: &MetadataChange::default(),
+                            },
+                            read.take(),
+                        )
+                        .await?
+                    {
+                        return Ok(record);
+                    }
                 }
                 scope.op(Op::Create);
                 let doc = self.sealed_doc(meta, &new_id(), key, &plaintext)?;
@@ -642,6 +649,7 @@ impl Vault {
             )
             .await?
             {
+                scope.event("secret_updated");
                 let (description, tags, kind) =
                     metadata.apply(current.description, current.tags, current.kind);
                 // An audit failure after this leaves the version standing (it
@@ -691,6 +699,7 @@ impl Vault {
                 .await?
                 .ok_or_else(not_found)?;
             scope.secret_id(&id);
+            scope.event("secret_deleted");
             Ok(())
         })
         .await
@@ -710,6 +719,7 @@ impl Vault {
                     )
                 })?;
             scope.secret_id(&id);
+            scope.event("secret_restored");
             Ok(())
         })
         .await
@@ -765,7 +775,7 @@ impl Vault {
                     format!("`prefix` must be at most {MAX_PREFIX_LEN} characters"),
                 ));
             }
-            // No control characters: a regular expression is a C string in BSON.
+            // No path holds a control character: such a search is a mistake.
             if q.contains.is_some_and(|c| {
                 c.chars().count() > MAX_PREFIX_LEN || c.chars().any(char::is_control)
             }) {
@@ -777,10 +787,6 @@ impl Vault {
                 ));
             }
             let aad = cursor_aad(meta.actor(), project, q.prefix, q.contains, q.missing);
-            let paths = secrets::PathMatch {
-                prefix: q.prefix,
-                contains: q.contains,
-            };
             let mut after = q.cursor.map(|c| self.decode_cursor(&aad, c)).transpose()?;
             let mut items = Vec::new();
             let mut exhausted = false;
@@ -788,11 +794,22 @@ impl Vault {
             for _ in 0..20 {
                 let after_ref = after.as_ref().map(|(p, q)| (p.as_str(), q.as_str()));
                 let batch =
-                    secrets::list_page(self.db(), project, paths, after_ref, limit, q.missing)
+                    secrets::list_page(self.db(), project, q.prefix, q.contains, after_ref, limit)
                         .await?;
                 exhausted = (batch.len() as i64) < limit;
                 for item in batch {
                     after = Some((item.project.clone(), item.path.clone()));
+                    let wanted = if q.missing {
+                        item.deleted_at.is_none() && item.state.as_deref() == Some(secrets::MISSING)
+                    } else {
+                        item.is_live()
+                    };
+                    // A substring search is checked here too: the page's filter
+                    // holds only the index's fields (see `secrets::list_page`).
+                    let found = q.contains.is_none_or(|c| item.path.contains(c));
+                    if !wanted || !found {
+                        continue;
+                    }
                     let resource = secret_resource(&item.project, &item.path);
                     if self.may(meta, Action::List, &resource) {
                         items.push(SecretSummary::from_view(item));

@@ -230,6 +230,57 @@ async fn key_file_start_json_logs_without_secrets_and_clean_sigterm() {
     }
 }
 
+/// An open `WatchSecret` stream never ends by itself: on SIGTERM it ends
+/// with UNAVAILABLE (`busy`: reconnect) and the process exits cleanly, not
+/// at the end of the shutdown timeout.
+#[tokio::test]
+async fn sigterm_ends_open_watch_streams_and_exits_cleanly() {
+    use secret_manager::grpc::pb;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, grpc_port) = (free_port(), free_port());
+    let mut child = Served(serve(
+        dir.path(),
+        &[
+            ("MASTER_KEY", MasterKey::generate().to_base64().to_string()),
+            ("MONGO_URI", mongo_uri()),
+            ("MONGO_DB", unique_db_name()),
+            ("HOST", "127.0.0.1".into()),
+            ("PORT", port.to_string()),
+            ("GRPC_PORT", grpc_port.to_string()),
+            ("SHUTDOWN_TIMEOUT_SECS", "60".into()),
+            ("CONFIG_FILE", "/dev/null".into()),
+            ("TOKEN_bin-test", TOKEN.into()),
+            ("ALLOW_bin-test", "*".into()),
+        ],
+    ));
+    let url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&reqwest::Client::new(), &url, &mut child).await;
+    let mut grpc = pb::secrets_service_client::SecretsServiceClient::connect(format!(
+        "http://127.0.0.1:{grpc_port}"
+    ))
+    .await
+    .expect("gRPC connects");
+    let mut req = tonic::Request::new(pb::WatchSecretRequest {
+        secret_name: "ops/flag".into(),
+        token: TOKEN.into(),
+    });
+    req.metadata_mut()
+        .insert("x-service", "bin-test".parse().expect("ascii"));
+    let mut stream = grpc.watch_secret(req).await.expect("watch").into_inner();
+    let first = stream.message().await.expect("current").expect("open");
+    assert_eq!(first.change, "current");
+
+    sigterm(&child);
+    let ended = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("the stream ends on shutdown")
+        .expect_err("an error status");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert!(ended.message().starts_with("busy: "), "{ended:?}");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+}
+
 #[tokio::test]
 async fn dotenv_is_loaded_and_the_real_environment_wins() {
     let dir = tempfile::tempdir().expect("tempdir");

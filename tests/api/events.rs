@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::helpers::{spawn_app_with_config, Identity, TestApp};
+use crate::helpers::{spawn_app_with, spawn_app_with_config, Identity, TestApp};
 use crate::nats::NatsServer;
 
 const ADMIN_YAML: &str = "policies: [{name: ops, permissions: [{effect: allow, actions: [admin], resources: [sys]}]}]\nservices: [{name: admin, roles: [ops]}]";
@@ -28,13 +28,24 @@ async fn send(
     TestApp::send(req).await
 }
 
+/// Secret writes (`secret_created`, ...) have their own test; workflow tests skip them.
+fn is_write(subject: &str) -> bool {
+    subject.starts_with("vault.events.secret_")
+}
+
+/// The next workflow event (not a secret write).
 async fn next_event(events: &mut async_nats::Subscriber) -> (String, String) {
-    let msg = tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("an event in time")
-        .expect("event");
-    let text = String::from_utf8(msg.payload.to_vec()).expect("utf8");
-    (msg.subject.to_string(), text)
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .expect("event");
+        if is_write(&msg.subject) {
+            continue;
+        }
+        let text = String::from_utf8(msg.payload.to_vec()).expect("utf8");
+        return (msg.subject.to_string(), text);
+    }
 }
 
 #[tokio::test]
@@ -77,6 +88,7 @@ async fn transitions_are_published_on_nats_without_values() {
         )
         .await;
         match tokio::time::timeout(Duration::from_millis(300), events.next()).await {
+            Ok(Some(msg)) if is_write(&msg.subject) => {}
             Ok(Some(msg)) => {
                 break (
                     msg.subject.to_string(),
@@ -145,6 +157,85 @@ async fn transitions_are_published_on_nats_without_values() {
     for secret in ["db-pw-77", &reader.token, &admin.token, &app.identity.token] {
         assert!(!body.contains(secret));
     }
+}
+
+#[tokio::test]
+async fn secret_writes_are_published_with_their_version_never_the_value() {
+    let server = NatsServer::start();
+    let app = spawn_app_with(&[("NATS_URL", &server.url())]).await;
+    let nc = async_nats::connect(server.url()).await.expect("connect");
+    let mut events = nc.subscribe("vault.events.>").await.expect("subscribe");
+    nc.flush().await.expect("flush");
+    let id = &app.identity;
+    // The bridge connects in the background: write until the first event arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut path = 0;
+    let first = loop {
+        path += 1;
+        let created = send(
+            &app,
+            id,
+            Method::POST,
+            "/api/secrets",
+            Some(
+                json!({ "project": "ops", "path": format!("probe{path}"), "value": "probe-value" }),
+            ),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(300), events.next()).await
+        {
+            break msg;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no event arrived");
+    };
+    assert_eq!(first.subject.as_str(), "vault.events.secret_created");
+
+    let at = "/api/secrets/ops/db";
+    let steps = [
+        (
+            Method::POST,
+            "/api/secrets".to_string(),
+            Some(json!({ "project": "ops", "path": "db", "value": "v-one-1" })),
+        ),
+        (
+            Method::PATCH,
+            at.to_string(),
+            Some(json!({ "value": "v-two-2" })),
+        ),
+        (Method::DELETE, at.to_string(), None),
+        (Method::POST, format!("{at}/restore"), None),
+    ];
+    for (method, url, body) in steps {
+        let res = send(&app, id, method, &url, body).await;
+        assert!(res.status < 300, "{}", res.text);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .expect("event");
+        let text = String::from_utf8(msg.payload.to_vec()).expect("utf8");
+        assert!(
+            !text.contains("v-one-1") && !text.contains("v-two-2"),
+            "{text}"
+        );
+        let event: Value = serde_json::from_str(&text).expect("json");
+        if event["path"] != "db" {
+            continue; // a late probe
+        }
+        seen.push((msg.subject.to_string(), event["version"].clone()));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("vault.events.secret_created".to_string(), json!(1)),
+            ("vault.events.secret_updated".to_string(), json!(2)),
+            ("vault.events.secret_deleted".to_string(), Value::Null),
+            ("vault.events.secret_restored".to_string(), Value::Null),
+        ]
+    );
 }
 
 /// One HTTP request as a tiny server received it: headers (lower-case) and body.

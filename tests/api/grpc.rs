@@ -1,8 +1,8 @@
 //! The gRPC interface (issue 12) from a tonic client, and from Python with
 //! `grpcio` stubs compiled from the repository's `.proto` (an independent
 //! client). The transport conformance table covers every code; these cover
-//! what only gRPC has: the `token` field, `success = false`, paging, and
-//! registration.
+//! what only gRPC has: the `token` field, `success = false`, paging,
+//! registration, and `WatchSecret` streams.
 
 use std::process::Command;
 
@@ -407,8 +407,11 @@ async fn a_python_client_compiled_from_the_proto_puts_gets_and_registers() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("python grpc client: ok"), "{stdout}");
-    let value = app.get("/api/secrets/py/from-python").await;
+    // Python wrote version 1, and version 2 while it watched.
+    let value = app.get("/api/secrets/py/from-python?version=1").await;
     assert_eq!(value.json()["value"], "written by python", "{}", value.text);
+    let value = app.get("/api/secrets/py/from-python").await;
+    assert_eq!(value.json()["value"], "second value", "{}", value.text);
 }
 
 type Health = tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>;
@@ -545,34 +548,247 @@ async fn grpc_uses_the_https_certificate() {
 }
 
 #[tokio::test]
-async fn bench_drives_grpc_and_every_fetch_matches() {
+async fn bench_drives_grpc_and_named_http_and_every_fetch_matches() {
     use secret_manager::bench::{BenchArgs, LoadArgs, Mode, Transport};
-    let app = spawn_app_with(&[]).await;
-    let args = BenchArgs {
-        url: app.address.clone(),
-        transport: Transport::Grpc,
-        grpc_url: app.grpc_address.clone().expect("gRPC"),
-        service: Some(app.identity.service.clone()),
-        token: Some(app.identity.token.clone()),
-        load: LoadArgs {
-            mode: Mode::Mix,
-            fetch_ratio: 0.5,
-            concurrency: 4,
-            duration: 1,
-            max_requests: 200,
-            value_size: 32,
-            seed: 4,
-            json: true,
-        },
-    };
-    let summary = secret_manager::bench::run(args).await.expect("bench runs");
-    assert!(summary.requests > 0, "{summary:?}");
-    assert!(summary.errors.is_empty(), "{summary:?}");
-    assert_eq!(summary.mismatches, 0);
-    let written = app
-        .secrets()
-        .count_documents(doc! { "project": "bench" })
+    for transport in [Transport::Grpc, Transport::HttpNamed] {
+        let app = spawn_app_with(&[]).await;
+        let args = BenchArgs {
+            url: app.address.clone(),
+            transport,
+            grpc_url: app.grpc_address.clone().expect("gRPC"),
+            service: Some(app.identity.service.clone()),
+            token: Some(app.identity.token.clone()),
+            load: LoadArgs {
+                mode: Mode::Mix,
+                fetch_ratio: 0.5,
+                concurrency: 4,
+                duration: 1,
+                max_requests: 200,
+                value_size: 32,
+                seed: 4,
+                json: true,
+            },
+        };
+        let summary = secret_manager::bench::run(args).await.expect("bench runs");
+        assert!(summary.requests > 0, "{transport:?}: {summary:?}");
+        assert!(summary.errors.is_empty(), "{transport:?}: {summary:?}");
+        assert_eq!(summary.mismatches, 0, "{transport:?}");
+        let written = app
+            .secrets()
+            .count_documents(doc! { "project": "bench" })
+            .await
+            .expect("count");
+        assert!(
+            written >= 4,
+            "{transport:?} seeded the named path: {written}"
+        );
+    }
+}
+
+fn watch_request(name: &str, token: &str) -> pb::WatchSecretRequest {
+    pb::WatchSecretRequest {
+        secret_name: name.into(),
+        token: token.into(),
+    }
+}
+
+/// The next message of a watch, within a bound (a change arrives at once on
+/// the replica that wrote it, within `POLL` from another).
+async fn next_update(
+    stream: &mut tonic::Streaming<pb::WatchSecretResponse>,
+) -> Result<pb::WatchSecretResponse, tonic::Status> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("a watch message in time")
+        .map(|m| m.expect("the stream is still open"))
+}
+
+#[tokio::test]
+async fn watch_streams_version_metadata_of_every_change_never_the_value() {
+    let billing = Identity::new("billing");
+    let app = spawn_app_with_config(ADMIN_YAML, &[("TOKEN_billing", &billing.token)]).await;
+    let mut grpc = client(&app).await;
+    let writer = &app.identity;
+    // The secret need not exist yet: the first message says it is absent.
+    let mut stream = grpc
+        .watch_secret(as_service(
+            watch_request("billing/db/password", &billing.token),
+            "billing",
+        ))
+        .await
+        .expect("watch opens")
+        .into_inner();
+    let first = next_update(&mut stream).await.expect("current state");
+    assert_eq!(
+        (first.change.as_str(), first.state.as_str(), first.version),
+        ("current", "absent", 0)
+    );
+
+    let values = ["watch-value-1", "watch-value-2"];
+    let mut seen = Vec::new();
+    for value in values {
+        grpc.put_secret(as_service(
+            put("billing/db/password", value, &writer.token),
+            &writer.service,
+        ))
+        .await
+        .expect("put");
+        seen.push(next_update(&mut stream).await.expect("update"));
+    }
+    let path = "/api/secrets/billing/db/password";
+    let deleted = TestApp::send(app.request(Method::DELETE, path)).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    seen.push(next_update(&mut stream).await.expect("deleted"));
+    let restored = TestApp::send(app.request(Method::POST, &format!("{path}/restore"))).await;
+    assert_eq!(restored.status, 204, "{}", restored.text);
+    seen.push(next_update(&mut stream).await.expect("restored"));
+
+    let summary: Vec<_> = seen
+        .iter()
+        .map(|m| (m.change.as_str(), m.state.as_str(), m.version))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("created", "live", 1),
+            ("updated", "live", 2),
+            ("deleted", "deleted", 2),
+            ("restored", "live", 2),
+        ]
+    );
+    assert_eq!(seen[0].secret_name, "billing/db/password");
+    assert_eq!(seen[1].updated_by, "tester");
+    assert!(!seen[1].updated_at.is_empty());
+    let everything = format!("{first:?}{seen:?}");
+    for value in values {
+        assert!(!everything.contains(value), "a watch never carries a value");
+    }
+
+    // One audit record for the stream, not one per change.
+    let watches = app
+        .audit_logs()
+        .count_documents(
+            doc! { "action": "watch", "actor": "billing", "outcome": "success", "channel": "grpc" },
+        )
         .await
         .expect("count");
-    assert!(written >= 4, "seeded through gRPC: {written}");
+    assert_eq!(watches, 1);
+}
+
+#[tokio::test]
+async fn watch_refuses_what_it_may_not_read_and_ends_when_access_is_withdrawn() {
+    let admin = Identity::new("admin");
+    let reader = Identity::new("report-job");
+    let app = spawn_app_with_config(
+        ADMIN_YAML,
+        &[
+            ("TOKEN_admin", &admin.token),
+            ("TOKEN_report-job", &reader.token),
+            ("ALLOWED_SERVICES", "report-job"),
+        ],
+    )
+    .await;
+    let mut grpc = client(&app).await;
+    let open =
+        |name: &str, who: &Identity| as_service(watch_request(name, &who.token), &who.service);
+
+    // No right to read: refused before any message, and audited.
+    let denied = grpc
+        .watch_secret(open("billing/db/password", &reader))
+        .await
+        .expect_err("forbidden");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().starts_with("forbidden: "), "{denied:?}");
+    let bad_name = grpc
+        .watch_secret(open("no-path", &reader))
+        .await
+        .expect_err("bad name");
+    assert_eq!(bad_name.code(), Code::InvalidArgument, "{bad_name:?}");
+    let mut anonymous = Request::new(watch_request("billing/db/password", "not-a-token"));
+    anonymous
+        .metadata_mut()
+        .insert("x-service", "report-job".parse().expect("ascii"));
+    let unknown = grpc.watch_secret(anonymous).await.expect_err("bad token");
+    assert_eq!(unknown.code(), Code::Unauthenticated, "{unknown:?}");
+    let refused = app
+        .audit_logs()
+        .count_documents(
+            doc! { "action": "watch", "actor": "report-job", "outcome": { "$ne": "success" } },
+        )
+        .await
+        .expect("count");
+    assert_eq!(refused, 2, "the forbidden and the bad-name watch");
+
+    // Granted by a run-time role: the watch opens ...
+    let bind = |roles: serde_json::Value| {
+        app.request_as(Some(&admin), Method::PUT, "/api/services/report-job/roles")
+            .json(&json!({ "roles": roles }))
+    };
+    assert_eq!(
+        TestApp::send(bind(json!(["billing-reader"]))).await.status,
+        200
+    );
+    let mut stream = grpc
+        .watch_secret(open("billing/db/password", &reader))
+        .await
+        .expect("watch opens")
+        .into_inner();
+    assert_eq!(
+        next_update(&mut stream).await.expect("current").state,
+        "absent"
+    );
+
+    // ... and ends with PERMISSION_DENIED at the first change after the role is gone.
+    assert_eq!(TestApp::send(bind(json!([]))).await.status, 200);
+    let read = app.request_as(
+        Some(&reader),
+        Method::GET,
+        "/api/secrets/billing/db/password",
+    );
+    assert_eq!(
+        TestApp::send(read).await.status,
+        403,
+        "the unbinding is in force"
+    );
+    let created = app
+        .post_json(
+            "/api/secrets",
+            &json!({ "project": "billing", "path": "db/password", "value": "after-unbind" }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let ended = next_update(&mut stream)
+        .await
+        .expect_err("access withdrawn");
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    assert!(!format!("{ended:?}").contains("after-unbind"));
+}
+
+#[tokio::test]
+async fn watch_sees_a_change_written_through_another_replica() {
+    let a = spawn_app_with(&[]).await;
+    let b = spawn_app_with(&[
+        ("MONGO_DB", a.db_name.as_str()),
+        ("MASTER_KEY", a.master_key.as_str()),
+        ("TOKEN_tester", a.identity.token.as_str()),
+    ])
+    .await;
+    let id = &a.identity;
+    let mut stream = client(&a)
+        .await
+        .watch_secret(as_service(
+            watch_request("ops/flag", &id.token),
+            &id.service,
+        ))
+        .await
+        .expect("watch opens")
+        .into_inner();
+    assert_eq!(next_update(&mut stream).await.expect("current").version, 0);
+    client(&b)
+        .await
+        .put_secret(as_service(put("ops/flag", "on", &id.token), &id.service))
+        .await
+        .expect("put through b");
+    let update = next_update(&mut stream).await.expect("update from b");
+    assert_eq!((update.change.as_str(), update.version), ("created", 1));
 }

@@ -25,6 +25,7 @@ mod nats;
 mod openapi;
 mod policies;
 mod runtime_policies;
+mod schema;
 mod scripts;
 mod service_tokens;
 mod stubs;

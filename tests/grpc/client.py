@@ -64,6 +64,27 @@ assert not missing.success and missing.error_message == "secret_not_found", miss
 listed = stub.ListSecrets(secrets_pb2.ListSecretsRequest(project="py", token=token), metadata=who)
 assert [s.secret_name for s in listed.secrets] == ["py/from-python"], listed
 
+# WatchSecret: the current state, then the next write, metadata only.
+watch = stub.WatchSecret(
+    secrets_pb2.WatchSecretRequest(secret_name="py/from-python", token=token),
+    metadata=who,
+    timeout=30,
+)
+current = next(watch)
+assert (current.change, current.state, current.version) == ("current", "live", 1), current
+stub.PutSecret(
+    secrets_pb2.PutSecretRequest(secret_name="py/from-python", value="second value", token=token),
+    metadata=who,
+)
+changed = next(watch)
+assert (changed.change, changed.version) == ("updated", 2), changed
+assert b"second value" not in changed.SerializeToString(), changed
+watch.cancel()
+got = stub.GetSecret(
+    secrets_pb2.GetSecretRequest(secret_name="py/from-python", version=1, token=token), metadata=who
+)
+assert got.success and got.value == b"written by python", got
+
 # Identity in the metadata only; a wrong token is UNAUTHENTICATED.
 try:
     stub.GetSecret(
