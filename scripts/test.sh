@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the suite starts for itself: HAProxy (cluster tests), nats-server (NATS
-# tests), headless Chromium (Swagger UI test); protoc builds the gRPC stubs
+# tests), headless Chromium (Swagger UI and console tests); protoc builds the gRPC stubs
 # (build.rs), python3 with grpcio runs the independent gRPC client.
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
@@ -41,6 +41,14 @@ fi
 if [ ! -x .tools/node/node_modules/.bin/tsc ] || [ ! -d .tools/node/node_modules/@types/node ]; then
   echo "test.sh: installing typescript and @types/node into .tools/node" >&2
   npm install --prefix .tools/node --no-audit --no-fund --silent typescript@5 @types/node@20 >/dev/null
+fi
+
+# The console's end-to-end test drives the Debian chromium above with Playwright
+# (Python); it downloads no browser of its own.
+if ! python3 -c 'import playwright.sync_api' >/dev/null 2>&1; then
+  echo "test.sh: installing playwright (driver only)" >&2
+  python3 -m pip install -q playwright 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages playwright
 fi
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/secret-manager-test.XXXXXX")

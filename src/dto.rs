@@ -84,6 +84,15 @@ pub struct UpdateSecretRequest {
     /// Only update if this is still the current version (compare-and-set); 409 otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<i64>,
+    /// A new description (`""` removes it); absent: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New tags (replacing the old ones); absent: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// A new type (`""` removes it); absent: unchanged.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// A secret version with its value.
@@ -215,6 +224,10 @@ pub struct SecretListQuery {
     /// `missing`: the stubs (secrets asked for that have no value yet) instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Only paths containing this (taken literally, at most 512 characters);
+    /// combines with `prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -259,6 +272,17 @@ pub struct AuthTestResponse {
     #[schema(example = "ok")]
     pub status: String,
     pub message: String,
+}
+
+/// `GET /api/identity`: the caller and its administrative rights.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct IdentityResponse {
+    #[schema(example = "deployer")]
+    pub service: String,
+    /// Holds `admin` on `sys` (keys, service tokens, access requests, policies).
+    pub sys_admin: bool,
+    /// Holds `admin` on `audit` (the whole audit trail).
+    pub audit_admin: bool,
 }
 
 // ---- projects ----

@@ -3,6 +3,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod dto;
 pub mod error;

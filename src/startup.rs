@@ -15,6 +15,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::api::{self, AppState};
 use crate::auth::limiter::FailureLimiter;
 use crate::config::{Config, TlsFiles};
+use crate::console;
 use crate::crypto::Keyring;
 use crate::store;
 use crate::telemetry;
@@ -236,7 +237,9 @@ fn run(
         } else {
             app
         };
-        app.default_service(web::to(api::not_found))
+        app.configure(console::configure)
+            .default_service(web::to(api::not_found))
+            .wrap(from_fn(console::security_headers))
             .wrap(from_fn(telemetry::request_context))
     })
     .shutdown_timeout(config.shutdown_timeout_secs);

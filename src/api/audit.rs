@@ -21,6 +21,11 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     /// RFC 3339 time; only records at or after it.
     pub since: Option<DateTime<Utc>>,
+    /// RFC 3339 time; only records before it.
+    pub until: Option<DateTime<Utc>>,
+    /// `success`, `pending`, `invalid`, `denied`, `not_found`, `conflict`, `error`,
+    /// or `failed` (every outcome but `success` and `pending`).
+    pub outcome: Option<String>,
     /// 1-1000, default 100. Newest first.
     pub limit: Option<i64>,
 }
@@ -59,6 +64,8 @@ async fn read(
         path: q.path,
         actor: q.actor,
         since: q.since,
+        until: q.until,
+        outcome: q.outcome,
         limit: q.limit.unwrap_or(DEFAULT_AUDIT_LIMIT),
     };
     let page = state.vault.read_audit(&meta, query).await?;

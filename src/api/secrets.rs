@@ -9,12 +9,12 @@ use super::error::ErrorBody;
 use super::identity::Caller;
 use super::{read_body, AppState};
 use crate::dto::{
-    AuthTestResponse, CreateSecretRequest, SecretList, SecretListQuery, SecretResponse,
-    UpdateSecretRequest, VersionList,
+    AuthTestResponse, CreateSecretRequest, IdentityResponse, SecretList, SecretListQuery,
+    SecretResponse, UpdateSecretRequest, VersionList,
 };
 use crate::error::ApiError;
 use crate::vault::named::{
-    missing_only, ListQuery as VaultListQuery, NewSecret, DEFAULT_LIST_LIMIT,
+    missing_only, ListQuery as VaultListQuery, MetadataChange, NewSecret, DEFAULT_LIST_LIMIT,
 };
 use crate::vault::names::{ProjectName, SecretKey};
 use crate::vault::{Op, RequestMeta, Value};
@@ -54,6 +54,7 @@ const UPDATE_SHAPE: &str =
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(auth_test)
+        .service(identity)
         .service(list)
         .service(create)
         .service(versions)
@@ -85,6 +86,34 @@ async fn auth_test(
     Ok(HttpResponse::Ok().json(AuthTestResponse {
         status: "ok".into(),
         message: format!("Authentication successful for service '{actor}'"),
+    }))
+}
+
+/// Who am I
+///
+/// The authenticated service and whether it holds `admin` on `sys` and on
+/// `audit`; the console shows only the views these allow. Audited as a
+/// credential check.
+#[utoipa::path(
+    tag = "secrets",
+    security(("service" = [], "token" = [])),
+    responses(
+        (status = 200, body = IdentityResponse),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+#[get("/api/identity")]
+async fn identity(
+    Caller(meta): Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let rights = state.vault.rights(&meta).await?;
+    Ok(HttpResponse::Ok().json(IdentityResponse {
+        service: rights.service,
+        sys_admin: rights.sys_admin,
+        audit_admin: rights.audit_admin,
     }))
 }
 
@@ -201,9 +230,14 @@ async fn update(
         read_body(&state, &meta, Op::Update, &req, body, UPDATE_SHAPE).await?;
     let value = Value::one_of(r.value.as_deref(), r.value_b64.as_deref());
     let value = state.vault.check(Op::Update, &meta, value).await?;
+    let metadata = MetadataChange {
+        description: r.description,
+        tags: r.tags,
+        kind: r.kind,
+    };
     let record = state
         .vault
-        .update(&meta, &key, value, r.expected_version)
+        .update(&meta, &key, value, r.expected_version, metadata)
         .await?;
     Ok(HttpResponse::Ok().json(SecretResponse::from(record)))
 }
@@ -331,6 +365,7 @@ async fn list(
                 missing,
                 project,
                 prefix: q.prefix.as_deref(),
+                contains: q.contains.as_deref().filter(|c| !c.is_empty()),
                 limit: q.limit.unwrap_or(DEFAULT_LIST_LIMIT),
                 cursor: q.cursor.as_deref(),
             },

@@ -534,6 +534,9 @@ impl Client {
             value: None,
             value_b64: Some(STANDARD.encode(bytes.as_slice())),
             expected_version,
+            description: None,
+            tags: None,
+            kind: None,
         };
         let req = self
             .request(Method::PATCH, self.secret_url(key, None))
@@ -580,6 +583,7 @@ impl Client {
             limit: Some(limit),
             cursor,
             state: None,
+            contains: None,
         };
         let mut items = Vec::new();
         loop {

@@ -352,6 +352,7 @@ impl SecretsService for Service {
                 prefix: non_empty(&body.prefix),
                 limit: body.limit.unwrap_or(DEFAULT_LIST_LIMIT),
                 cursor: non_empty(&body.cursor),
+                contains: None,
             };
             v.list(&meta, query).await
         };

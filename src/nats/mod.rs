@@ -234,6 +234,7 @@ impl Bridge {
                     prefix,
                     limit: req.limit.unwrap_or(DEFAULT_LIST_LIMIT),
                     cursor: req.cursor.as_deref(),
+                    contains: None,
                 };
                 to_json(SecretList::from(v.list(meta, query).await?))
             }

@@ -197,7 +197,17 @@ pub struct AuditFilter {
     pub path: Option<String>,
     pub actor: Option<String>,
     pub since: Option<DateTime>,
+    /// Only records before this time.
+    pub until: Option<DateTime>,
+    pub outcome: Option<OutcomeFilter>,
     pub limit: i64,
+}
+
+/// One outcome, or every failed one (any outcome but `success` and `pending`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutcomeFilter {
+    Is(String),
+    Failed,
 }
 
 fn filter_document(f: &AuditFilter) -> Document {
@@ -211,8 +221,24 @@ fn filter_document(f: &AuditFilter) -> Document {
     if let Some(a) = &f.actor {
         filter.insert("actor", a);
     }
+    let mut ts = Document::new();
     if let Some(since) = f.since {
-        filter.insert("ts", doc! { "$gte": since });
+        ts.insert("$gte", since);
+    }
+    if let Some(until) = f.until {
+        ts.insert("$lt", until);
+    }
+    if !ts.is_empty() {
+        filter.insert("ts", ts);
+    }
+    match &f.outcome {
+        Some(OutcomeFilter::Is(o)) => {
+            filter.insert("outcome", o);
+        }
+        Some(OutcomeFilter::Failed) => {
+            filter.insert("outcome", doc! { "$nin": ["success", "pending"] });
+        }
+        None => {}
     }
     filter
 }

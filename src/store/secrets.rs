@@ -351,28 +351,34 @@ pub async fn is_deleted(db: &Database, project: &str, path: &str) -> Result<bool
 }
 
 /// Appends `version` if the secret is live and still at `expected` (compare-and-set),
-/// keeping the newest `max_versions`. `false` when the secret moved on or is gone.
+/// keeping the newest `max_versions`, and `$set`s / `$unset`s the metadata fields
+/// given. `false` when the secret moved on or is gone.
 pub async fn append_version(
     db: &Database,
     id: &str,
     expected: i64,
     version: &VersionDoc,
     max_versions: usize,
+    mut set: Document,
+    unset: Document,
 ) -> Result<bool, StoreError> {
     let encoded = mongodb::bson::to_bson(version).map_err(|e| StoreError::Other(e.to_string()))?;
     let keep = -i64::try_from(max_versions).unwrap_or(i64::MAX);
+    set.insert("current_version", version.version);
+    set.insert("updated_at", version.created_at);
+    set.insert("updated_by", &version.created_by);
+    let mut change = doc! {
+        "$push": { "versions": { "$each": [encoded], "$slice": keep } },
+        "$set": set,
+        "$inc": { "rev": 1_i64 },
+    };
+    if !unset.is_empty() {
+        change.insert("$unset", unset);
+    }
     let result = collection::<Document>(db)
         .update_one(
             doc! { "_id": id, "current_version": expected, "deleted_at": null },
-            doc! {
-                "$push": { "versions": { "$each": [encoded], "$slice": keep } },
-                "$set": {
-                    "current_version": version.version,
-                    "updated_at": version.created_at,
-                    "updated_by": &version.created_by,
-                },
-                "$inc": { "rev": 1_i64 },
-            },
+            change,
         )
         .await?;
     Ok(result.matched_count == 1)
@@ -476,10 +482,16 @@ pub async fn versions(
 /// regular expression: the test database (SecantusDB) reads every document
 /// that matches the filter before it sorts and limits, so a tight range is
 /// what keeps a page cheap in a large project.
+///
+/// `contains` (a substring search) is an unanchored regular expression on
+/// `path`, an index field too: the database then reads only the matching
+/// documents, so a search that matches few secrets in a large project still
+/// answers in one page instead of many short ones.
 pub async fn list_page(
     db: &Database,
     project: Option<&str>,
     prefix: Option<&str>,
+    contains: Option<&str>,
     after: Option<(&str, &str)>,
     limit: i64,
 ) -> Result<Vec<SecretView<VersionMeta>>, StoreError> {
@@ -490,6 +502,9 @@ pub async fn list_page(
         // Every path that starts with `prefix` sorts in [prefix, prefix + U+10FFFF).
         path.insert("$gte", prefix);
         path.insert("$lt", format!("{prefix}\u{10FFFF}"));
+    }
+    if let Some(contains) = contains.filter(|c| !c.is_empty()) {
+        path.insert("$regex", regex::escape(contains));
     }
     match (project, after) {
         (Some(p), Some((after_p, after_path))) if p == after_p => {

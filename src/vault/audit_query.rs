@@ -12,7 +12,7 @@ use super::{utc, Op, RequestMeta, Vault};
 use crate::auth::{secret_resource, Action};
 use crate::error::{ApiError, ErrorCode};
 pub use crate::store::audit::AuditTotals;
-use crate::store::audit::{self, AuditFilter, AuditRecord};
+use crate::store::audit::{self, AuditFilter, AuditRecord, OutcomeFilter};
 
 pub const MAX_AUDIT_LIMIT: i64 = 1000;
 pub const DEFAULT_AUDIT_LIMIT: i64 = 100;
@@ -24,7 +24,35 @@ pub struct AuditQuery {
     pub path: Option<String>,
     pub actor: Option<String>,
     pub since: Option<DateTime<Utc>>,
+    /// Only records before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// An outcome (`success`, `denied`, ...) or `failed` (any but `success` and `pending`).
+    pub outcome: Option<String>,
     pub limit: i64,
+}
+
+/// The outcomes a record can have, and `failed` for all the failed ones.
+const OUTCOMES: [&str; 8] = [
+    "failed",
+    "pending",
+    "success",
+    "invalid",
+    "denied",
+    "not_found",
+    "conflict",
+    "error",
+];
+
+fn outcome_filter(outcome: Option<String>) -> Result<Option<OutcomeFilter>, ApiError> {
+    match outcome.as_deref() {
+        None => Ok(None),
+        Some("failed") => Ok(Some(OutcomeFilter::Failed)),
+        Some(o) if OUTCOMES.contains(&o) => Ok(Some(OutcomeFilter::Is(o.to_string()))),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("`outcome` must be one of {}", OUTCOMES.join(", ")),
+        )),
+    }
 }
 
 /// One audit record as callers see it.
@@ -94,6 +122,8 @@ impl Vault {
                 path: query.path,
                 actor: query.actor,
                 since: query.since.map(mongodb::bson::DateTime::from_chrono),
+                until: query.until.map(mongodb::bson::DateTime::from_chrono),
+                outcome: outcome_filter(query.outcome)?,
                 limit: query.limit,
             };
             let records = audit::query(self.db(), &filter).await?;

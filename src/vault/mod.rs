@@ -43,6 +43,16 @@ use crate::store::secrets::{self as secret_store, SecretDoc, VersionDoc};
 use crate::store::StoreError;
 use names::SecretKey;
 
+/// The caller and its administrative rights (see `Vault::rights`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rights {
+    pub service: String,
+    /// `admin` on `sys`: keys, service tokens, access requests, policies.
+    pub sys_admin: bool,
+    /// `admin` on `audit`: the whole audit trail.
+    pub audit_admin: bool,
+}
+
 /// Every audited operation, named as its audit records name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -560,6 +570,19 @@ impl Vault {
     pub async fn whoami(&self, meta: &RequestMeta) -> Result<String, ApiError> {
         self.run(Op::AuthTest, meta, async |_| Ok(meta.actor().to_string()))
             .await
+    }
+
+    /// Who the caller is and which administrative rights it holds, so a client
+    /// (the console) shows only what the caller may use: `GET /api/identity`.
+    pub async fn rights(&self, meta: &RequestMeta) -> Result<Rights, ApiError> {
+        self.run(Op::AuthTest, meta, async |_| {
+            Ok(Rights {
+                service: meta.actor().to_string(),
+                sys_admin: self.may(meta, Action::Admin, "sys"),
+                audit_admin: self.may(meta, Action::Admin, "audit"),
+            })
+        })
+        .await
     }
 
     /// Writes one audit record (see `audit_counted`).

@@ -81,6 +81,8 @@ pub struct ListQuery<'a> {
     pub missing: bool,
     pub project: Option<ProjectName>,
     pub prefix: Option<&'a str>,
+    /// Only paths containing this text (a substring search).
+    pub contains: Option<&'a str>,
     pub limit: i64,
     pub cursor: Option<&'a str>,
 }
@@ -99,6 +101,74 @@ pub const DEFAULT_LIST_LIMIT: i64 = 50;
 /// As long as a path may be.
 pub const MAX_PREFIX_LEN: usize = 512;
 const MAX_CURSOR_LEN: usize = 2048;
+
+/// A version to append: its value, the version it must follow (if any), and
+/// the metadata it changes.
+struct Append<'a> {
+    plaintext: &'a Zeroizing<Vec<u8>>,
+    expected_version: Option<i64>,
+    metadata: &'a MetadataChange,
+}
+
+/// Metadata a new version changes along with the value: each field given
+/// replaces the old one (an empty description or type removes it).
+#[derive(Debug, Clone, Default)]
+pub struct MetadataChange {
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub kind: Option<String>,
+}
+
+impl MetadataChange {
+    fn check(&self) -> Result<(), ApiError> {
+        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        check_metadata(
+            &non_empty(&self.description),
+            self.tags.as_deref().unwrap_or_default(),
+            &non_empty(&self.kind),
+        )
+    }
+
+    /// The fields to `$set` and to `$unset` on the secret's document.
+    fn update(&self) -> (mongodb::bson::Document, mongodb::bson::Document) {
+        let mut set = mongodb::bson::Document::new();
+        let mut unset = mongodb::bson::Document::new();
+        for (field, value) in [("description", &self.description), ("type", &self.kind)] {
+            match value.as_deref() {
+                Some("") => {
+                    unset.insert(field, "");
+                }
+                Some(v) => {
+                    set.insert(field, v);
+                }
+                None => {}
+            }
+        }
+        if let Some(tags) = &self.tags {
+            set.insert("tags", tags.clone());
+        }
+        (set, unset)
+    }
+
+    /// The metadata after the change.
+    fn apply(
+        &self,
+        description: Option<String>,
+        tags: Vec<String>,
+        kind: Option<String>,
+    ) -> (Option<String>, Vec<String>, Option<String>) {
+        let pick = |new: &Option<String>, old: Option<String>| match new.as_deref() {
+            Some("") => None,
+            Some(v) => Some(v.to_string()),
+            None => old,
+        };
+        (
+            pick(&self.description, description),
+            self.tags.clone().unwrap_or(tags),
+            pick(&self.kind, kind),
+        )
+    }
+}
 
 fn check_metadata(
     description: &Option<String>,
@@ -416,13 +486,25 @@ impl Vault {
         key: &SecretKey,
         value: Value<'_>,
         expected_version: Option<i64>,
+        metadata: MetadataChange,
     ) -> Result<SecretRecord, ApiError> {
         self.run(Op::Update, meta, async |scope| {
             scope.key(key);
             self.require_on(meta, Action::Write, key)?;
+            metadata.check()?;
             let plaintext = self.decode_value(value, "value")?;
             if let Some(record) = self
-                .append(scope, meta, key, &plaintext, expected_version, None)
+                .append(
+                    scope,
+                    meta,
+                    key,
+                    Append {
+                        plaintext: &plaintext,
+                        expected_version,
+                        metadata: &metadata,
+                    },
+                    None,
+                )
                 .await?
             {
                 return Ok(record);
@@ -480,7 +562,17 @@ impl Vault {
             for _ in 0..CAS_ATTEMPTS {
                 if !std::mem::take(&mut absent) {
                     if let Some(record) = self
-                        .append(scope, meta, key, &plaintext, expected_version, read.take())
+                        .append(
+                            scope,
+                            meta,
+                            key,
+                            Append {
+                                plaintext: &plaintext,
+                                expected_version,
+                                metadata: &MetadataChange::default(),
+                            },
+                            read.take(),
+                        )
                         .await?
                     {
                         return Ok(record);
@@ -511,10 +603,14 @@ impl Vault {
         scope: &mut Scope,
         meta: &RequestMeta,
         key: &SecretKey,
-        plaintext: &Zeroizing<Vec<u8>>,
-        expected_version: Option<i64>,
+        new: Append<'_>,
         mut read: Option<SecretView<VersionDoc>>,
     ) -> Result<Option<SecretRecord>, ApiError> {
+        let Append {
+            plaintext,
+            expected_version,
+            metadata,
+        } = new;
         let at = Locator::Path {
             project: key.project(),
             path: key.path(),
@@ -541,9 +637,21 @@ impl Vault {
                 self.seal_version(RecordRef::of(&current), next, plaintext, meta.actor())?;
             self.pending(meta, scope).await?;
             let max_versions = self.limits().max_versions;
-            if secrets::append_version(self.db(), &current.id, base, &version, max_versions).await?
+            let (set, unset) = metadata.update();
+            if secrets::append_version(
+                self.db(),
+                &current.id,
+                base,
+                &version,
+                max_versions,
+                set,
+                unset,
+            )
+            .await?
             {
                 scope.event("secret_updated");
+                let (description, tags, kind) =
+                    metadata.apply(current.description, current.tags, current.kind);
                 // An audit failure after this leaves the version standing (it
                 // cannot be removed without racing other writers); the caller is told to retry.
                 return Ok(Some(SecretRecord {
@@ -553,9 +661,9 @@ impl Vault {
                     value: plaintext.clone(),
                     version: next,
                     current_version: next,
-                    description: current.description,
-                    tags: current.tags,
-                    kind: current.kind,
+                    description,
+                    tags,
+                    kind,
                     created_at: utc(current.created_at),
                     created_by: current.created_by,
                     updated_at: utc(version.created_at),
@@ -667,7 +775,18 @@ impl Vault {
                     format!("`prefix` must be at most {MAX_PREFIX_LEN} characters"),
                 ));
             }
-            let aad = cursor_aad(meta.actor(), project, q.prefix, q.missing);
+            // No path holds a control character: such a search is a mistake.
+            if q.contains.is_some_and(|c| {
+                c.chars().count() > MAX_PREFIX_LEN || c.chars().any(char::is_control)
+            }) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidPrefix,
+                    format!(
+                        "`contains` must be at most {MAX_PREFIX_LEN} characters, none of them a control character"
+                    ),
+                ));
+            }
+            let aad = cursor_aad(meta.actor(), project, q.prefix, q.contains, q.missing);
             let mut after = q.cursor.map(|c| self.decode_cursor(&aad, c)).transpose()?;
             let mut items = Vec::new();
             let mut exhausted = false;
@@ -675,7 +794,8 @@ impl Vault {
             for _ in 0..20 {
                 let after_ref = after.as_ref().map(|(p, q)| (p.as_str(), q.as_str()));
                 let batch =
-                    secrets::list_page(self.db(), project, q.prefix, after_ref, limit).await?;
+                    secrets::list_page(self.db(), project, q.prefix, q.contains, after_ref, limit)
+                        .await?;
                 exhausted = (batch.len() as i64) < limit;
                 for item in batch {
                     after = Some((item.project.clone(), item.path.clone()));
@@ -684,7 +804,10 @@ impl Vault {
                     } else {
                         item.is_live()
                     };
-                    if !wanted {
+                    // A substring search is checked here too: the page's filter
+                    // holds only the index's fields (see `secrets::list_page`).
+                    let found = q.contains.is_none_or(|c| item.path.contains(c));
+                    if !wanted || !found {
                         continue;
                     }
                     let resource = secret_resource(&item.project, &item.path);
@@ -711,11 +834,21 @@ impl Vault {
 }
 
 /// What a cursor is bound to: the caller and the query it continues.
-fn cursor_aad(actor: &str, project: Option<&str>, prefix: Option<&str>, missing: bool) -> Vec<u8> {
+fn cursor_aad(
+    actor: &str,
+    project: Option<&str>,
+    prefix: Option<&str>,
+    contains: Option<&str>,
+    missing: bool,
+) -> Vec<u8> {
+    // Lengths first: a `|` inside the prefix cannot shift text into `contains`.
+    let prefix = prefix.unwrap_or("");
+    let contains = contains.unwrap_or("");
     format!(
-        "list-cursor|{actor}|{}|{}|{missing}",
+        "list-cursor|{actor}|{}|{missing}|{}:{prefix}|{}:{contains}",
         project.unwrap_or(""),
-        prefix.unwrap_or("")
+        prefix.len(),
+        contains.len(),
     )
     .into_bytes()
 }

@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod cluster;
 mod conformance;
+mod console;
 mod create_fetch;
 mod database;
 mod deploy;
