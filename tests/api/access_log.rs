@@ -3,9 +3,10 @@
 //! secret's records, with totals of successful and failed accesses.
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::{spawn_app_with_config, Identity, Response, TestApp};
+use crate::helpers::call;
+use crate::helpers::{spawn_app_with_config, Identity};
 
 const CONFIG: &str = r#"
 policies:
@@ -34,20 +35,6 @@ services:
   - name: outsider
     roles: []
 "#;
-
-async fn call(
-    app: &TestApp,
-    who: &Identity,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut req = app.request_as(Some(who), method, path);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    TestApp::send(req).await
-}
 
 #[tokio::test]
 async fn an_admin_of_a_secret_reads_its_access_log_with_totals() {

@@ -7,23 +7,10 @@ use mongodb::bson::doc;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with_config, Identity, Response, TestApp};
+use crate::helpers::call;
+use crate::helpers::{spawn_app_with_config, Identity, TestApp};
 
 const ADMIN_YAML: &str = "policies: [{name: ops, permissions: [{effect: allow, actions: [admin], resources: [sys]}]}]\nservices: [{name: admin, roles: [ops]}]";
-
-async fn call(
-    app: &TestApp,
-    who: &Identity,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut req = app.request_as(Some(who), method, path);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    TestApp::send(req).await
-}
 
 async fn setup() -> (TestApp, Identity, Identity) {
     let admin = Identity::new("admin");

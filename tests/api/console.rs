@@ -9,6 +9,7 @@ use std::process::Command;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::helpers::call;
 use crate::helpers::{spawn_app, spawn_app_with_config, Identity, Response, TestApp};
 
 /// `operator` holds every right; `billing-app` reads billing secrets and has no
@@ -21,20 +22,6 @@ services:
   - {name: operator, roles: [operator]}
   - {name: billing-app, roles: [billing-app]}
 ";
-
-async fn call(
-    app: &TestApp,
-    who: &Identity,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut req = app.request_as(Some(who), method, path);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    TestApp::send(req).await
-}
 
 fn header<'a>(res: &'a Response, name: &str) -> &'a str {
     res.headers

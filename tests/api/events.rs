@@ -9,24 +9,11 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::helpers::{spawn_app_with, spawn_app_with_config, Identity, TestApp};
+use crate::helpers::call as send;
+use crate::helpers::{spawn_app_with, spawn_app_with_config, Identity};
 use crate::nats::NatsServer;
 
 const ADMIN_YAML: &str = "policies: [{name: ops, permissions: [{effect: allow, actions: [admin], resources: [sys]}]}]\nservices: [{name: admin, roles: [ops]}]";
-
-async fn send(
-    app: &TestApp,
-    who: &Identity,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> crate::helpers::Response {
-    let mut req = app.request_as(Some(who), method, path);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    TestApp::send(req).await
-}
 
 /// Secret writes (`secret_created`, ...) have their own test; workflow tests skip them.
 fn is_write(subject: &str) -> bool {

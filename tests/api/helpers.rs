@@ -375,3 +375,18 @@ pub fn test_config(extra: &[(&str, &str)]) -> Result<Config, secret_manager::con
     }
     Config::from_pairs(pairs)
 }
+
+/// A request as `who`, with an optional JSON body.
+pub async fn call(
+    app: &TestApp,
+    who: &Identity,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Response {
+    let mut req = app.request_as(Some(who), method, path);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    TestApp::send(req).await
+}

@@ -3,25 +3,12 @@
 
 use mongodb::bson::doc;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::helpers::call;
 use crate::helpers::{spawn_app_with_config, Identity, Response, TestApp};
 
 const MYVAULT_CONFIG: &str = include_str!("../fixtures/myvault-config.yaml");
-
-async fn call(
-    app: &TestApp,
-    who: &Identity,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut req = app.request_as(Some(who), method, path);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    TestApp::send(req).await
-}
 
 async fn write(app: &TestApp, who: &Identity, project: &str, path: &str) -> Response {
     let body = json!({ "project": project, "path": path, "value": "v" });

@@ -8,7 +8,8 @@ use mongodb::bson::doc;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with_config, Identity, Response, TestApp};
+use crate::helpers::call;
+use crate::helpers::{spawn_app_with_config, Identity, TestApp};
 
 const YAML: &str = "policies:
   - {name: ops, permissions: [{effect: allow, actions: [admin], resources: [sys]}]}
@@ -25,20 +26,6 @@ struct Replicas {
     b: TestApp,
     admin: Identity,
     reader: Identity,
-}
-
-async fn call(
-    app: &TestApp,
-    who: &Identity,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut req = app.request_as(Some(who), method, path);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    TestApp::send(req).await
 }
 
 /// Two replicas on one database; `report-job` exists only at run time.

@@ -4,23 +4,10 @@
 use futures_util::TryStreamExt as _;
 use mongodb::bson::{doc, Document};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::{spawn_app_with, Identity, Response, TestApp};
-
-async fn call(
-    app: &TestApp,
-    who: &Identity,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut req = app.request_as(Some(who), method, path);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    TestApp::send(req).await
-}
+use crate::helpers::call;
+use crate::helpers::{spawn_app_with, Identity, TestApp};
 
 async fn stubs(app: &TestApp) -> Vec<Document> {
     app.secrets()

@@ -5,7 +5,8 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, Identity, Response, TestApp};
+use crate::helpers::call;
+use crate::helpers::{spawn_app_with, Identity, TestApp};
 
 /// The tutorial's `MSA_MASTER_KEY`, under this service's name `MASTER_KEY`.
 const TUTORIAL_MASTER_KEY: &str = "base64:jFi1bkzTyKQ5BLtw2dBDo1RItDXlKo8A5z2JbC6TExE=";
@@ -20,20 +21,6 @@ fn strong(service: &str) -> Identity {
             uuid::Uuid::new_v4().simple()
         ),
     }
-}
-
-async fn call(
-    app: &TestApp,
-    who: &Identity,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Response {
-    let mut req = app.request_as(Some(who), method, path);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    TestApp::send(req).await
 }
 
 #[tokio::test]
