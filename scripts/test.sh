@@ -51,6 +51,13 @@ if ! python3 -c 'import playwright.sync_api' >/dev/null 2>&1; then
     || python3 -m pip install -q --break-system-packages playwright
 fi
 
+# tests/api/metrics.rs parses /metrics with the Prometheus project's own parser.
+if ! python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; then
+  echo "test.sh: installing prometheus-client (Python)" >&2
+  python3 -m pip install -q prometheus-client 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages prometheus-client
+fi
+
 state=$(mktemp -d "${TMPDIR:-/tmp}/secret-manager-test.XXXXXX")
 cleanup() {
   # Quietly: the test runner's summary stays the last thing printed.

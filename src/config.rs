@@ -95,6 +95,8 @@ pub struct Config {
     pub nats: Option<NatsSettings>,
     /// Where change events are POSTed (`WEBHOOK_URL`), when set.
     pub webhook: Option<crate::webhook::WebhookSettings>,
+    /// `METRICS_TOKEN(_FILE)`: a bearer token `GET /metrics` then requires.
+    pub metrics_token: Option<secrecy::SecretString>,
     pub http: HttpSettings,
     /// The gRPC port (`GRPC_PORT`, default 9000; 0 picks a free one), or
     /// `None` when `GRPC_ENABLED=false`.
@@ -185,6 +187,9 @@ impl Config {
         let max_payload = max_secret_bytes.map_or(0, body_limit);
         let nats = nats_settings(&raw, env, nats_acl, max_payload, &mut errors);
         let webhook = webhook_settings(env, &mut errors);
+        let metrics_token = collect(&mut errors, settings::secret(env, "METRICS_TOKEN"))
+            .flatten()
+            .map(|s| s.value);
         let http = http_settings(&mut raw, &mut errors);
         let grpc_port = grpc_port(&raw, &mut errors);
         let write_concern = collect(
@@ -401,6 +406,7 @@ impl Config {
                 trusted_proxies: trusted_proxies.unwrap_or_default(),
                 nats,
                 webhook,
+                metrics_token,
                 master_key_previous,
                 keyring,
                 auth,

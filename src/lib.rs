@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod dto;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod nats;
 pub mod scan;
 pub mod schema;

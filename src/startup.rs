@@ -94,6 +94,7 @@ impl Application {
             )?
             .with_token_settings(config.service_tokens),
             max_body_bytes: config.max_body_bytes(),
+            metrics_token: config.metrics_token.clone(),
             proxies: config.trusted_proxies.clone(),
         });
         state.vault.reload_policies().await?;
@@ -221,6 +222,7 @@ fn run(
             .app_data(api::query_config())
             .app_data(api::path_config())
             .configure(api::health::configure)
+            .configure(api::metrics::configure)
             .configure(api::vault::configure)
             .configure(api::secrets::configure)
             .configure(api::projects::configure)

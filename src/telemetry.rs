@@ -53,11 +53,13 @@ pub async fn request_context(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let request_id = uuid::Uuid::new_v4().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
-        method = %req.method(),
-        route = %req.match_pattern().unwrap_or_else(|| "unmatched".into()),
+        method = %method,
+        route = %route,
     );
     let started = Instant::now();
     let result = REQUEST_ID
@@ -65,6 +67,7 @@ pub async fn request_context(
         .await;
     let mut res = result?;
     let status = res.status().as_u16();
+    crate::metrics::METRICS.http_request(route, method.as_str(), status, started.elapsed());
     let _enter = span.enter();
     tracing::info!(
         status,

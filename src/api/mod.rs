@@ -5,6 +5,7 @@ pub mod audit;
 pub mod error;
 pub mod health;
 pub mod identity;
+pub mod metrics;
 pub mod openapi;
 pub mod policies;
 pub mod projects;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub vault: crate::vault::Vault,
     pub max_body_bytes: usize,
     pub proxies: TrustedProxies,
+    /// `GET /metrics` requires `Authorization: Bearer <this>` when set.
+    pub metrics_token: Option<secrecy::SecretString>,
 }
 
 /// Who is asking and from where, for the audit trail and the failure limiter.

@@ -48,13 +48,20 @@ async fn run(coll: Collection<AuditRecord>, mut rx: mpsc::Receiver<(AuditRecord,
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (records, acks): (Vec<AuditRecord>, Vec<Ack>) = batch.drain(..).unzip();
         let options = InsertManyOptions::builder().ordered(false).build();
+        let metrics = &crate::metrics::METRICS;
+        metrics.audit_batch_size.observe(records.len() as f64);
+        let started = std::time::Instant::now();
         let result = coll.insert_many(&records).with_options(options).await;
+        metrics
+            .audit_write_duration
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(_) => acks.into_iter().for_each(|a| {
                 let _ = a.send(Ok(()));
             }),
             Err(e) => {
                 let failed = failed_indexes(&e, records.len());
+                metrics.audit_write_failures.inc_by(failed.len() as u64);
                 let shared = StoreError::from(e);
                 for (i, a) in acks.into_iter().enumerate() {
                     let r = if failed.contains(&i) {

@@ -166,6 +166,27 @@ enum Undo {
     RemoveAccessRequest(String),
 }
 
+fn count_operation(meta: &RequestMeta, op: Op, outcome: Outcome) {
+    crate::metrics::METRICS
+        .operations
+        .get_or_create(&crate::metrics::OperationLabels {
+            channel: meta.channel,
+            operation: op.as_str(),
+            outcome: outcome.as_str(),
+        })
+        .inc();
+}
+
+fn count_authentication(meta: &RequestMeta, ok: bool) {
+    crate::metrics::METRICS
+        .authentications
+        .get_or_create(&crate::metrics::AuthLabels {
+            channel: meta.channel,
+            result: if ok { "success" } else { "failure" },
+        })
+        .inc();
+}
+
 /// What one operation's audit record says: the operation and what it touched.
 #[derive(Debug, Clone)]
 pub struct Scope {
@@ -388,6 +409,7 @@ impl Vault {
                     return Err(e.into());
                 }
                 self.publish_events(meta, &scope);
+                count_operation(meta, scope.op, Outcome::Success);
                 Ok(value)
             }
             Err(e) => {
@@ -405,6 +427,10 @@ impl Vault {
     fn publish_events(&self, meta: &RequestMeta, scope: &Scope) {
         for kind in &scope.events {
             // No listener is not an error: events are a copy, the audit trail is the record.
+            crate::metrics::METRICS
+                .events_published
+                .get_or_create(&crate::metrics::KindLabels { kind })
+                .inc();
             let _ = self.events.send(events::Event {
                 kind,
                 ts: chrono::Utc::now(),
@@ -488,6 +514,7 @@ impl Vault {
 
     async fn audit_failure(&self, meta: &RequestMeta, scope: &Scope, err: &ApiError) {
         let outcome = err.code.outcome();
+        count_operation(meta, scope.op, outcome);
         if let Err(e) = self.audit(meta, scope, outcome, Some(err.code)).await {
             tracing::warn!(error = %e, "could not audit a failed request");
         }
@@ -532,6 +559,7 @@ impl Vault {
         match verified {
             Some(name) => {
                 meta.actor = Some(name);
+                count_authentication(meta, true);
                 Ok(())
             }
             None => {
@@ -885,6 +913,7 @@ impl Vault {
     /// refusal of a window is written at once, later ones are only counted, and
     /// the next record (or the periodic flush) carries the count.
     async fn refuse_authentication(&self, meta: &RequestMeta, err: ApiError) -> ApiError {
+        count_authentication(meta, false);
         if !self.limits.audit_enabled {
             return err;
         }

@@ -157,6 +157,12 @@ pub struct Watch {
     _slot: OwnedSemaphorePermit,
 }
 
+impl Drop for Watch {
+    fn drop(&mut self) {
+        crate::metrics::METRICS.watch_streams_open.dec();
+    }
+}
+
 /// The per-replica bound on open streams.
 pub(super) fn slots() -> Arc<Semaphore> {
     Arc::new(Semaphore::new(MAX_WATCHES))
@@ -181,6 +187,7 @@ impl Vault {
             // Subscribed before the first read, so no change falls in between.
             let events = self.subscribe_events();
             self.require_read(meta, key).await?;
+            crate::metrics::METRICS.watch_streams_open.inc();
             Ok(Watch {
                 vault: self.clone(),
                 meta: meta.clone(),

@@ -19,6 +19,7 @@ mod health;
 mod helpers;
 mod keys;
 mod limits;
+mod metrics;
 mod myvault;
 mod named;
 mod nats;

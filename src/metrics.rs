@@ -1,0 +1,172 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text): one registry per
+//! process, histograms (not summaries) so replicas aggregate. A leaf: the
+//! transports, the vault and the stores record into it; nothing here knows them.
+//! Labels are bounded sets (route templates, never paths; channel, operation,
+//! outcome, error code): no value, token, name of a secret or caller ends up here.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// `http`, `nats` or `grpc`.
+    pub channel: &'static str,
+    pub operation: &'static str,
+    /// The audit outcome: `success`, `denied`, `invalid`, `not_found`, `conflict`, `error`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub channel: &'static str,
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_request_duration: Family<HttpLabels, Histogram>,
+    pub operations: Family<OperationLabels, Counter>,
+    pub authentications: Family<AuthLabels, Counter>,
+    pub audit_batch_size: Histogram,
+    pub audit_write_duration: Histogram,
+    pub audit_write_failures: Counter,
+    pub events_published: Family<KindLabels, Counter>,
+    pub watch_streams_open: Gauge,
+}
+
+fn seconds_buckets() -> Histogram {
+    // 0.5 ms to ~8 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("secret_manager");
+        let http_request_duration =
+            Family::<HttpLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> _);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP requests by route template, method and status",
+            http_request_duration.clone(),
+        );
+        let operations = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "operations",
+            "Audited vault operations by channel, operation and outcome (denied = authorisation refusals)",
+            operations.clone(),
+        );
+        let authentications = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "authentications",
+            "Authentication attempts by channel and result",
+            authentications.clone(),
+        );
+        let audit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "audit_batch_size",
+            "Audit records per insert_many",
+            audit_batch_size.clone(),
+        );
+        let audit_write_duration = seconds_buckets();
+        registry.register(
+            "audit_write_duration_seconds",
+            "Time of one audit insert_many",
+            audit_write_duration.clone(),
+        );
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit records that could not be written (each also failed its request)",
+            audit_write_failures.clone(),
+        );
+        let events_published = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "events_published",
+            "Change events published, by kind",
+            events_published.clone(),
+        );
+        let watch_streams_open = Gauge::default();
+        registry.register(
+            "watch_streams_open",
+            "Open gRPC WatchSecret streams on this replica",
+            watch_streams_open.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register("build_info", "The running version", build_info.clone());
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        Self {
+            registry,
+            http_request_duration,
+            operations,
+            authentications,
+            audit_batch_size,
+            audit_write_duration,
+            audit_write_failures,
+            events_published,
+            watch_streams_open,
+        }
+    }
+
+    /// The registry as OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn http_request(&self, route: String, method: &str, status: u16, took: Duration) {
+        self.http_request_duration
+            .get_or_create(&HttpLabels {
+                route,
+                method: method.to_string(),
+                status,
+            })
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The names `GET /metrics` serves (README lists them; a test checks both).
+pub const NAMES: &[&str] = &[
+    "secret_manager_http_request_duration_seconds",
+    "secret_manager_operations_total",
+    "secret_manager_authentications_total",
+    "secret_manager_audit_batch_size",
+    "secret_manager_audit_write_duration_seconds",
+    "secret_manager_audit_write_failures_total",
+    "secret_manager_events_published_total",
+    "secret_manager_watch_streams_open",
+    "secret_manager_build_info",
+];

@@ -1,0 +1,120 @@
+//! `GET /metrics`: OpenMetrics text that Prometheus' own parser (Python
+//! `prometheus_client`) reads, every documented name present, no value or
+//! token in it, and `METRICS_TOKEN` honoured.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{spawn_app_with, Identity, TestApp};
+
+/// Parses `text` with `prometheus_client.openmetrics.parser`; the family names.
+fn parse(text: &str) -> Vec<String> {
+    let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nfor f in p(sys.stdin.read()):\n    print(f.name)\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test.sh installs prometheus-client)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("parser exits");
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused it: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_parse_name_every_documented_family_and_carry_no_secret() {
+    let app = spawn_app_with(&[]).await;
+    let value = "metrics-canary-value-5e1";
+    let created = app
+        .post_json(
+            "/api/secrets",
+            &json!({ "project": "ops", "path": "m", "value": value }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(app.get("/api/secrets/ops/m").await.status, 200);
+    let wrong = Identity::new("tester");
+    let refused =
+        TestApp::send(app.request_as(Some(&wrong), Method::GET, "/api/secrets/ops/m")).await;
+    assert_eq!(refused.status, 401);
+
+    let res = TestApp::send(app.request_as(None, Method::GET, "/metrics")).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let families = parse(&res.text);
+    for name in secret_manager::metrics::NAMES {
+        // The parser names counter families without `_total`.
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            families.iter().any(|f| f == family),
+            "{name} is served: {families:?}"
+        );
+    }
+    for needle in [value, app.identity.token.as_str(), wrong.token.as_str()] {
+        assert!(!res.text.contains(needle), "no value or token in /metrics");
+    }
+    let line = |prefix: &str| {
+        res.text
+            .lines()
+            .any(|l| l.starts_with(prefix) && !l.ends_with(" 0"))
+    };
+    assert!(line(
+        "secret_manager_operations_total{channel=\"http\",operation=\"create\",outcome=\"success\"}"
+    ));
+    assert!(line(
+        "secret_manager_authentications_total{channel=\"http\",result=\"failure\"}"
+    ));
+    assert!(line(
+        "secret_manager_events_published_total{kind=\"secret_created\"}"
+    ));
+    assert!(
+        line("secret_manager_http_request_duration_seconds_count{route=\"/api/secrets/{project}/{path:.*}\",method=\"GET\",status=\"200\"}"),
+        "by route template"
+    );
+    assert!(
+        !res.text.contains("route=\"/api/secrets/ops/m\""),
+        "never a concrete path"
+    );
+
+    // Every documented name is in the README.
+    let readme = std::fs::read_to_string("README.md").expect("README");
+    for name in secret_manager::metrics::NAMES {
+        assert!(readme.contains(name), "README documents {name}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_token_requires_the_bearer_token() {
+    let token = format!("mt{}", uuid::Uuid::new_v4().simple());
+    let app = spawn_app_with(&[("METRICS_TOKEN", token.as_str())]).await;
+    let scrape = |auth: Option<String>| {
+        let mut req = app.request_as(None, Method::GET, "/metrics");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        TestApp::send(req)
+    };
+    scrape(None).await.assert_error(401, "unauthorized");
+    scrape(Some("Bearer wrong".into()))
+        .await
+        .assert_error(401, "unauthorized");
+    let ok = scrape(Some(format!("Bearer {token}"))).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert!(!ok.text.contains(&token));
+}
