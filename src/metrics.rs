@@ -31,6 +31,12 @@ pub struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelOperationLabels {
+    pub channel: &'static str,
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthLabels {
     pub channel: &'static str,
     /// `success` or `failure`.
@@ -51,6 +57,7 @@ pub struct Metrics {
     registry: Registry,
     pub http_request_duration: Family<HttpLabels, Histogram>,
     pub operations: Family<OperationLabels, Counter>,
+    pub operation_duration: Family<ChannelOperationLabels, Histogram>,
     pub authentications: Family<AuthLabels, Counter>,
     pub audit_batch_size: Histogram,
     pub audit_write_duration: Histogram,
@@ -79,6 +86,14 @@ impl Metrics {
             "operations",
             "Audited vault operations by channel, operation and outcome (denied = authorisation refusals)",
             operations.clone(),
+        );
+        let operation_duration = Family::<ChannelOperationLabels, Histogram>::new_with_constructor(
+            seconds_buckets as fn() -> _,
+        );
+        registry.register(
+            "operation_duration_seconds",
+            "Time of one audited vault operation (its record included), by channel and operation: every transport",
+            operation_duration.clone(),
         );
         let authentications = Family::<AuthLabels, Counter>::default();
         registry.register(
@@ -127,6 +142,7 @@ impl Metrics {
             registry,
             http_request_duration,
             operations,
+            operation_duration,
             authentications,
             audit_batch_size,
             audit_write_duration,
@@ -162,6 +178,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 pub const NAMES: &[&str] = &[
     "secret_manager_http_request_duration_seconds",
     "secret_manager_operations_total",
+    "secret_manager_operation_duration_seconds",
     "secret_manager_authentications_total",
     "secret_manager_audit_batch_size",
     "secret_manager_audit_write_duration_seconds",

@@ -399,21 +399,39 @@ impl Vault {
         body: impl AsyncFnOnce(&mut Scope) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let mut scope = Scope::new(op);
-        match body(&mut scope).await {
+        let started = std::time::Instant::now();
+        let result = self.run_inner(meta, &mut scope, body).await;
+        crate::metrics::METRICS
+            .operation_duration
+            .get_or_create(&crate::metrics::ChannelOperationLabels {
+                channel: meta.channel,
+                operation: scope.op.as_str(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn run_inner<T>(
+        &self,
+        meta: &RequestMeta,
+        scope: &mut Scope,
+        body: impl AsyncFnOnce(&mut Scope) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        match body(scope).await {
             Ok(value) => {
-                if let Err(e) = self.audit(meta, &scope, Outcome::Success, None).await {
+                if let Err(e) = self.audit(meta, scope, Outcome::Success, None).await {
                     // Fail closed: without its audit record the operation did not happen.
                     if let Some(undo) = scope.undo.take() {
                         self.undo(undo).await;
                     }
                     return Err(e.into());
                 }
-                self.publish_events(meta, &scope);
+                self.publish_events(meta, scope);
                 count_operation(meta, scope.op, Outcome::Success);
                 Ok(value)
             }
             Err(e) => {
-                self.audit_failure(meta, &scope, &e).await;
+                self.audit_failure(meta, scope, &e).await;
                 Err(e)
             }
         }

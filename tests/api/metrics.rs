@@ -118,3 +118,41 @@ async fn metrics_token_requires_the_bearer_token() {
     assert_eq!(ok.status, 200, "{}", ok.text);
     assert!(!ok.text.contains(&token));
 }
+
+/// Every metric the Grafana dashboard queries is one the service serves.
+#[test]
+fn the_dashboard_queries_only_served_metrics() {
+    let text = std::fs::read_to_string("deploy/grafana/secret-manager.json").expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("secret_manager_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.push(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    for name in &queried {
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            secret_manager::metrics::NAMES.contains(&base),
+            "the dashboard queries {name}, which is not served"
+        );
+    }
+    let prometheus = std::fs::read_to_string("deploy/prometheus.yml").expect("scrape config");
+    assert!(
+        prometheus.contains("job_name: secret-manager")
+            && prometheus.contains("metrics_path: /metrics")
+    );
+}
