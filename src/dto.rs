@@ -322,6 +322,53 @@ pub struct ProjectList {
     pub items: Vec<ProjectResponse>,
 }
 
+// ---- audit summary ----
+
+/// Accesses of one secret, or by one actor.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SummaryRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    pub total: u64,
+    pub success: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditSummaryResponse {
+    /// Per secret, by project and path.
+    pub per_secret: Vec<SummaryRow>,
+    /// Per actor (the service, or the claimed name of a refused one).
+    pub per_actor: Vec<SummaryRow>,
+    /// More than 20,000 groups matched: the rows are partial; narrow the query.
+    pub truncated: bool,
+}
+
+impl From<crate::vault::audit_query::AuditSummary> for AuditSummaryResponse {
+    fn from(s: crate::vault::audit_query::AuditSummary) -> Self {
+        let row = |r: crate::store::audit::SummaryRow, secret: bool| {
+            let (a, b) = r.key;
+            SummaryRow {
+                total: r.totals.success + r.totals.failed,
+                success: r.totals.success,
+                failed: r.totals.failed,
+                project: secret.then(|| a.clone()),
+                path: secret.then_some(b),
+                actor: (!secret).then_some(a),
+            }
+        };
+        Self {
+            per_secret: s.per_secret.into_iter().map(|r| row(r, true)).collect(),
+            per_actor: s.per_actor.into_iter().map(|r| row(r, false)).collect(),
+            truncated: s.truncated,
+        }
+    }
+}
+
 // ---- scan ----
 
 /// SHA-256 digests (hex) of what a scanner found; never the candidates.

@@ -10,7 +10,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::error::ErrorBody;
 use super::identity::Caller;
 use super::AppState;
-use crate::dto::{AuditEntry, AuditList};
+use crate::dto::{AuditEntry, AuditList, AuditSummaryResponse};
 use crate::error::ApiError;
 use crate::vault::audit_query::{AuditQuery as Query, DEFAULT_AUDIT_LIMIT};
 
@@ -31,7 +31,56 @@ pub struct AuditQuery {
 }
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(read);
+    cfg.service(summary).service(read);
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct SummaryQuery {
+    pub project: Option<String>,
+    pub path: Option<String>,
+    pub actor: Option<String>,
+    /// RFC 3339 time; only records at or after it.
+    pub since: Option<DateTime<Utc>>,
+    /// RFC 3339 time; only records before it.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Accesses per secret and per actor
+///
+/// Total, successful and failed accesses among the matching records, per
+/// secret (project and path) and per actor, by an aggregation. For the
+/// console and compliance reports. Who may: as for `GET /api/audit`.
+#[utoipa::path(
+    tag = "audit",
+    params(SummaryQuery),
+    security(("service" = [], "token" = [])),
+    responses(
+        (status = 200, body = AuditSummaryResponse),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin of the audit trail nor of the secret named", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+#[get("/api/audit/summary")]
+async fn summary(
+    Caller(meta): Caller,
+    query: web::Query<SummaryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let query = Query {
+        project: q.project,
+        path: q.path,
+        actor: q.actor,
+        since: q.since,
+        until: q.until,
+        outcome: None,
+        limit: DEFAULT_AUDIT_LIMIT,
+    };
+    let summary = state.vault.audit_summary(&meta, query).await?;
+    Ok(HttpResponse::Ok().json(AuditSummaryResponse::from(summary)))
 }
 
 /// Read the audit trail

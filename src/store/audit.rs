@@ -295,3 +295,92 @@ pub async fn totals(db: &Database, f: &AuditFilter) -> Result<AuditTotals, Store
     }
     Ok(totals)
 }
+
+/// Successful and failed accesses of one group (a secret, or an actor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryRow {
+    /// `(project, path)` or `(actor, "")`.
+    pub key: (String, String),
+    pub totals: AuditTotals,
+}
+
+/// Groups (after `$group`) read at most; beyond, the summary says it is cut.
+pub const MAX_SUMMARY_GROUPS: i64 = 20_000;
+
+fn count_of(group: &Document) -> u64 {
+    match group.get("n") {
+        Some(mongodb::bson::Bson::Int32(i)) => u64::try_from(*i).unwrap_or(0),
+        Some(mongodb::bson::Bson::Int64(i)) => u64::try_from(*i).unwrap_or(0),
+        Some(mongodb::bson::Bson::Double(d)) => *d as u64,
+        _ => 0,
+    }
+}
+
+/// Accesses per secret and per actor among the records matching `f`, by an
+/// aggregation (`$match` on the `(project, path, ts)` index's fields, then
+/// `$group` by key and outcome). `true` when there were more groups than
+/// `MAX_SUMMARY_GROUPS` (the rows are then partial).
+pub async fn summary(
+    db: &Database,
+    f: &AuditFilter,
+) -> Result<(Vec<SummaryRow>, Vec<SummaryRow>, bool), StoreError> {
+    use futures_util::TryStreamExt as _;
+    let mut truncated = false;
+    let group_by = |id: Document| {
+        [
+            doc! { "$match": filter_document(f) },
+            doc! { "$group": { "_id": id, "n": { "$sum": { "$ifNull": ["$count", 1] } } } },
+            doc! { "$limit": MAX_SUMMARY_GROUPS + 1 },
+        ]
+    };
+    let per_secret_pipeline =
+        group_by(doc! { "project": "$project", "path": "$path", "outcome": "$outcome" });
+    let per_actor_pipeline = group_by(doc! { "actor": "$actor", "outcome": "$outcome" });
+    let mut fold = |groups: Vec<Document>, fields: (&str, &str)| {
+        if groups.len() as i64 > MAX_SUMMARY_GROUPS {
+            truncated = true;
+        }
+        let mut rows: std::collections::BTreeMap<(String, String), AuditTotals> =
+            std::collections::BTreeMap::new();
+        for g in groups.iter().take(MAX_SUMMARY_GROUPS as usize) {
+            let Ok(id) = g.get_document("_id") else {
+                continue;
+            };
+            let text = |k: &str| id.get_str(k).unwrap_or("").to_string();
+            let key = (
+                text(fields.0),
+                if fields.1.is_empty() {
+                    String::new()
+                } else {
+                    text(fields.1)
+                },
+            );
+            if key.0.is_empty() {
+                // Not about a secret (or no actor): no row.
+                continue;
+            }
+            let totals = rows.entry(key).or_default();
+            match id.get_str("outcome") {
+                Ok("success") => totals.success += count_of(g),
+                Ok("pending") => {}
+                _ => totals.failed += count_of(g),
+            }
+        }
+        rows.into_iter()
+            .map(|(key, totals)| SummaryRow { key, totals })
+            .collect::<Vec<_>>()
+    };
+    let per_secret: Vec<Document> = collection(db)
+        .aggregate(per_secret_pipeline)
+        .await?
+        .try_collect()
+        .await?;
+    let per_secret = fold(per_secret, ("project", "path"));
+    let per_actor: Vec<Document> = collection(db)
+        .aggregate(per_actor_pipeline)
+        .await?
+        .try_collect()
+        .await?;
+    let per_actor = fold(per_actor, ("actor", ""));
+    Ok((per_secret, per_actor, truncated))
+}

@@ -156,3 +156,44 @@ impl Vault {
         }
     }
 }
+
+/// Accesses per secret and per actor (`GET /api/audit/summary`).
+pub struct AuditSummary {
+    pub per_secret: Vec<audit::SummaryRow>,
+    pub per_actor: Vec<audit::SummaryRow>,
+    /// More groups than the summary reads: the rows are partial.
+    pub truncated: bool,
+}
+
+impl Vault {
+    /// Totals of successful and failed accesses per secret and per actor among
+    /// the records matching `query` (its `limit` and `outcome` are ignored).
+    /// Who may: as for `read_audit`.
+    pub async fn audit_summary(
+        &self,
+        meta: &RequestMeta,
+        query: AuditQuery,
+    ) -> Result<AuditSummary, ApiError> {
+        self.run(Op::AuditSummary, meta, async |scope| {
+            scope.project(query.project.as_deref());
+            scope.path(query.path.as_deref());
+            self.may_read_audit(meta, &query)?;
+            let filter = AuditFilter {
+                project: query.project,
+                path: query.path,
+                actor: query.actor,
+                since: query.since.map(mongodb::bson::DateTime::from_chrono),
+                until: query.until.map(mongodb::bson::DateTime::from_chrono),
+                outcome: None,
+                limit: 0,
+            };
+            let (per_secret, per_actor, truncated) = audit::summary(self.db(), &filter).await?;
+            Ok(AuditSummary {
+                per_secret,
+                per_actor,
+                truncated,
+            })
+        })
+        .await
+    }
+}

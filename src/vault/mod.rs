@@ -96,6 +96,7 @@ pub enum Op {
     Watch,
     /// A scanner asked which managed secrets its findings are.
     ScanMatch,
+    AuditSummary,
 }
 
 impl Op {
@@ -138,6 +139,7 @@ impl Op {
             Op::TokenRevoke => "token_revoke",
             Op::Watch => "watch",
             Op::ScanMatch => "scan_match",
+            Op::AuditSummary => "audit_summary",
         }
     }
 }

@@ -187,3 +187,123 @@ async fn an_admin_of_a_secret_reads_its_access_log_with_totals() {
     );
     assert!(totals["failed"].as_u64().expect("failed") >= 7, "{totals}");
 }
+
+/// `GET /api/audit/summary`: totals per secret and per actor by aggregation,
+/// for the audit admin (all) and for a secret's admin (that secret only).
+#[tokio::test]
+async fn the_summary_totals_accesses_per_secret_and_per_actor() {
+    let [owner, writer, auditor, outsider] =
+        ["owner", "writer", "auditor", "outsider"].map(Identity::new);
+    let app = spawn_app_with_config(
+        CONFIG,
+        &[
+            ("TOKEN_owner", &owner.token),
+            ("TOKEN_writer", &writer.token),
+            ("TOKEN_auditor", &auditor.token),
+            ("TOKEN_outsider", &outsider.token),
+        ],
+    )
+    .await;
+    for path in ["prod/db", "prod/other"] {
+        let body = json!({ "project": "billing", "path": path, "value": "summary-value-9" });
+        let res = call(&app, &writer, Method::POST, "/api/secrets", Some(body)).await;
+        assert_eq!(res.status, 201, "{}", res.text);
+    }
+    for _ in 0..3 {
+        let res = call(
+            &app,
+            &writer,
+            Method::GET,
+            "/api/secrets/billing/prod/db",
+            None,
+        )
+        .await;
+        assert_eq!(res.status, 200, "{}", res.text);
+    }
+    call(
+        &app,
+        &outsider,
+        Method::GET,
+        "/api/secrets/billing/prod/db",
+        None,
+    )
+    .await
+    .assert_error(403, "forbidden");
+
+    let all = call(
+        &app,
+        &auditor,
+        Method::GET,
+        "/api/audit/summary?project=billing",
+        None,
+    )
+    .await;
+    assert_eq!(all.status, 200, "{}", all.text);
+    let all = all.json();
+    let secret = |path: &str| {
+        all["per_secret"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["path"] == path)
+            .cloned()
+            .unwrap_or_else(|| panic!("a row for {path}: {all}"))
+    };
+    // prod/db: create + 3 reads succeeded; the refused read and the access
+    // request it opened are the failed one and a success of the outsider's.
+    let db = secret("prod/db");
+    assert_eq!(
+        (db["project"].clone(), db["failed"].clone()),
+        (json!("billing"), json!(1)),
+        "{all}"
+    );
+    assert_eq!(db["total"], json!(db["success"].as_u64().expect("n") + 1));
+    assert_eq!(secret("prod/other")["total"], json!(1), "its create");
+    let actor = |name: &str| {
+        all["per_actor"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["actor"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("a row for {name}: {all}"))
+    };
+    assert_eq!(
+        actor("writer")["success"],
+        json!(5),
+        "2 creates and 3 reads: {all}"
+    );
+    assert!(actor("outsider")["failed"].as_u64().expect("n") >= 1);
+    assert_eq!(all["truncated"], json!(false));
+    assert!(!all.to_string().contains("summary-value-9"));
+
+    // A secret's admin sees that secret's summary only; others are refused.
+    let own = call(
+        &app,
+        &owner,
+        Method::GET,
+        "/api/audit/summary?project=billing&path=prod/db",
+        None,
+    )
+    .await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    assert_eq!(own.json()["per_secret"].as_array().expect("rows").len(), 1);
+    call(
+        &app,
+        &owner,
+        Method::GET,
+        "/api/audit/summary?project=billing",
+        None,
+    )
+    .await
+    .assert_error(403, "forbidden");
+    call(
+        &app,
+        &auditor,
+        Method::GET,
+        "/api/audit/summary?since=yesterday",
+        None,
+    )
+    .await
+    .assert_error(400, "invalid_query");
+}
