@@ -49,6 +49,17 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `busy` (at `NATS_MAX_IN_FLIGHT`) or `no_reply` (no reply inbox).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -64,6 +75,11 @@ pub struct Metrics {
     pub audit_write_failures: Counter,
     pub events_published: Family<KindLabels, Counter>,
     pub watch_streams_open: Gauge,
+    pub nats_in_flight: Gauge,
+    pub nats_refused: Family<ReasonLabels, Counter>,
+    /// Set at each scrape from the keyring this replica holds.
+    pub keyring_active_key_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub keyring_seals: Family<KeyLabels, Gauge>,
 }
 
 fn seconds_buckets() -> Histogram {
@@ -131,6 +147,36 @@ impl Metrics {
             "Open gRPC WatchSecret streams on this replica",
             watch_streams_open.clone(),
         );
+        let nats_in_flight = Gauge::default();
+        registry.register(
+            "nats_requests_in_flight",
+            "NATS requests being handled on this replica",
+            nats_in_flight.clone(),
+        );
+        let nats_refused = Family::<ReasonLabels, Counter>::default();
+        // Served at 0 before the first refusal (a family without children shows nothing).
+        for reason in ["busy", "no_reply"] {
+            nats_refused
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(0);
+        }
+        registry.register(
+            "nats_requests_refused",
+            "NATS requests answered `busy` or dropped for want of a reply inbox",
+            nats_refused.clone(),
+        );
+        let keyring_active_key_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "keyring_active_key_age_seconds",
+            "Age of the active data key",
+            keyring_active_key_age.clone(),
+        );
+        let keyring_seals = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "keyring_seals",
+            "Seals made under each data key (as flushed to the keyring by the replicas)",
+            keyring_seals.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "The running version", build_info.clone());
         build_info
@@ -149,6 +195,10 @@ impl Metrics {
             audit_write_failures,
             events_published,
             watch_streams_open,
+            nats_in_flight,
+            nats_refused,
+            keyring_active_key_age,
+            keyring_seals,
         }
     }
 
@@ -185,5 +235,9 @@ pub const NAMES: &[&str] = &[
     "secret_manager_audit_write_failures_total",
     "secret_manager_events_published_total",
     "secret_manager_watch_streams_open",
+    "secret_manager_nats_requests_in_flight",
+    "secret_manager_nats_requests_refused_total",
+    "secret_manager_keyring_active_key_age_seconds",
+    "secret_manager_keyring_seals",
     "secret_manager_build_info",
 ];

@@ -45,6 +45,7 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
             ));
         }
     }
+    state.vault.refresh_key_metrics();
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(crate::metrics::METRICS.encode()))

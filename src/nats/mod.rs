@@ -321,12 +321,20 @@ pub async fn spawn(vault: Vault, settings: NatsSettings) -> Result<(), String> {
                         .dropped_without_reply
                         .fetch_add(1, Ordering::Relaxed)
                         + 1;
+                    crate::metrics::METRICS
+                        .nats_refused
+                        .get_or_create(&crate::metrics::ReasonLabels { reason: "no_reply" })
+                        .inc();
                     tracing::warn!(subject = %msg.subject, dropped = n, "NATS request without a reply inbox dropped");
                     continue;
                 };
                 let Ok(permit) = bridge.in_flight.clone().try_acquire_owned() else {
                     // Saturated: say so at once rather than queue without bound.
                     bridge.stats.busy.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::METRICS
+                        .nats_refused
+                        .get_or_create(&crate::metrics::ReasonLabels { reason: "busy" })
+                        .inc();
                     let e = ApiError::new(
                         ErrorCode::Busy,
                         "this replica is at its limit of requests in flight; retry shortly",
@@ -338,7 +346,10 @@ pub async fn spawn(vault: Vault, settings: NatsSettings) -> Result<(), String> {
                 };
                 let (bridge, client, subject) = (bridge.clone(), client.clone(), subject.clone());
                 tokio::spawn(async move {
+                    let in_flight = &crate::metrics::METRICS.nats_in_flight;
+                    in_flight.inc();
                     let answer = bridge.handle(&subject, &msg.payload).await;
+                    in_flight.dec();
                     drop(permit);
                     if let Err(e) = client.publish(reply, answer.into()).await {
                         tracing::warn!(error = %e, "NATS reply failed");

@@ -250,3 +250,23 @@ impl Vault {
 fn is_stale(v: &VersionDoc, active_key_id: &str) -> bool {
     v.key_id != active_key_id || v.aad != Some(AAD_FORMAT) || v.fp.is_none()
 }
+
+impl Vault {
+    /// Sets the keyring gauges of `/metrics` from what this replica holds.
+    pub fn refresh_key_metrics(&self) {
+        let metrics = &crate::metrics::METRICS;
+        let active = self.keyring.active_id();
+        for doc in self.keyring.docs() {
+            if Some(&doc.id) == active.as_ref() {
+                let age = chrono::Utc::now() - utc(doc.created_at);
+                metrics
+                    .keyring_active_key_age
+                    .set(age.num_milliseconds().max(0) as f64 / 1000.0);
+            }
+            metrics
+                .keyring_seals
+                .get_or_create(&crate::metrics::KeyLabels { key_id: doc.id })
+                .set(doc.seals);
+        }
+    }
+}
