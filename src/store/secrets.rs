@@ -175,11 +175,7 @@ fn collection<T: Send + Sync>(db: &Database) -> Collection<T> {
 /// collection scan instead of the `(project, path)` index, which made a read
 /// cost grow with the project's size (see docs/BENCHMARKS.md).
 async fn id_at(db: &Database, project: &str, path: &str) -> Result<Option<String>, StoreError> {
-    let found = collection::<Document>(db)
-        .find_one(doc! { "project": project, "path": path })
-        .projection(doc! { "_id": 1 })
-        .await?;
-    Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_string)))
+    Ok(path_state(db, project, path).await?.map(|s| s.id))
 }
 
 /// Adds "live": not soft-deleted and not a stub.
@@ -261,19 +257,10 @@ pub async fn find_stub(
     project: &str,
     path: &str,
 ) -> Result<Option<String>, StoreError> {
-    let found = collection::<Document>(db)
-        .find_one(doc! { "project": project, "path": path })
-        .projection(doc! { "_id": 1, "state": 1, "deleted_at": 1 })
-        .await?;
-    Ok(found
-        .filter(|d| d.get_str("state") == Ok(MISSING) && !has_value(d, "deleted_at"))
-        .and_then(|d| d.get_str("_id").ok().map(str::to_string)))
-}
-
-/// Whether `field` is present and not null.
-fn has_value(d: &Document, field: &str) -> bool {
-    d.get(field)
-        .is_some_and(|v| !matches!(v, mongodb::bson::Bson::Null))
+    Ok(path_state(db, project, path)
+        .await?
+        .filter(|s| s.state.as_deref() == Some(MISSING) && s.deleted_at.is_none())
+        .map(|s| s.id))
 }
 
 /// Turns the stub `id` into a secret whose version 1 is `first`, if it is
@@ -343,11 +330,9 @@ pub async fn find_live(
 
 /// Whether a soft-deleted secret holds this path.
 pub async fn is_deleted(db: &Database, project: &str, path: &str) -> Result<bool, StoreError> {
-    let found = collection::<Document>(db)
-        .find_one(doc! { "project": project, "path": path })
-        .projection(doc! { "deleted_at": 1 })
-        .await?;
-    Ok(found.is_some_and(|d| has_value(&d, "deleted_at")))
+    Ok(path_state(db, project, path)
+        .await?
+        .is_some_and(|s| s.deleted_at.is_some()))
 }
 
 /// Appends `version` if the secret is live and still at `expected` (compare-and-set),
@@ -431,6 +416,8 @@ pub async fn restore(
 /// whether the secret is live, a stub, or deleted.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PathState {
+    #[serde(rename = "_id")]
+    pub id: String,
     pub current_version: i64,
     pub updated_at: DateTime,
     pub updated_by: String,
@@ -441,7 +428,8 @@ pub struct PathState {
 }
 
 /// The document at `project/path` (live, a stub, or deleted awaiting purge),
-/// without values; `None` when there is none.
+/// without values; `None` when there is none. Every point lookup by path
+/// that needs no versions goes through here (see `id_at`).
 pub async fn path_state(
     db: &Database,
     project: &str,
