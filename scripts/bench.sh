@@ -8,7 +8,9 @@
 # 2. one replica through the harness (`secret-manager bench`) at concurrency 64,
 # 3. three replicas behind HAProxy (scripts/cluster.sh),
 # alternating ceiling and service runs ROUNDS times and reporting medians and
-# ratios; then a concurrency table (1, 16, 64, 256) and each replica's peak RSS.
+# ratios; then a concurrency table (1, 16, 64, 256) and each replica's peak RSS;
+# then OpenBao beside the service (scripts/bench_openbao.sh) and the scale
+# table, 1,000 to 100,000 secrets in one project (scripts/bench_scale.sh).
 # Uses a local database (scripts/db.sh) unless MONGO_URI is set. Loopback only;
 # every run is bounded by DURATION_SECS. Writes Markdown to stdout.
 set -euo pipefail
@@ -105,3 +107,14 @@ median_table "3 replicas + HAProxy" "http://127.0.0.1:$LB_PORT"
 echo
 echo "Peak RSS (VmHWM), 1 replica after all its runs: $rss1"
 echo "Peak RSS (VmHWM), 3 replicas: $(peak_rss)"
+scripts/cluster.sh down >/dev/null 2>&1
+unset MONGO_URI MASTER_KEY_FILE TOKEN_bench ALLOW_bench ALLOWED_SERVICES
+[ -n "$orig_uri" ] && export MONGO_URI="$orig_uri"
+echo
+echo "Beside OpenBao (scripts/bench_openbao.sh $DURATION $ROUNDS 64):"
+echo
+scripts/bench_openbao.sh "$DURATION" "$ROUNDS" 64
+echo
+echo "Named reads and writes as one project grows (scripts/bench_scale.sh $DURATION 64):"
+echo
+scripts/bench_scale.sh "$DURATION" 64

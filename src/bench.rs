@@ -18,6 +18,9 @@ pub enum Mode {
     Create,
     Fetch,
     Mix,
+    /// Overwrite the seeded secrets with new values (named transports and
+    /// OpenBao): writes that leave the number of secrets as it is.
+    Update,
 }
 
 /// Shared by `bench` and `bench-db`.
@@ -41,7 +44,7 @@ pub struct LoadArgs {
     /// Bytes per secret value.
     #[arg(long, default_value_t = 64)]
     pub value_size: usize,
-    /// Secrets created before a fetch or mix run, to fetch from.
+    /// Secrets created (concurrently) before a fetch, mix or update run.
     #[arg(long, default_value_t = 256)]
     pub seed: usize,
     /// Print one JSON summary instead of text.
@@ -59,6 +62,9 @@ pub enum Transport {
     HttpNamed,
     /// `PutSecret` / `GetSecret` on `--grpc-url`, secrets named `bench/<uuid>`.
     Grpc,
+    /// OpenBao (or Vault) KV v2 mounted at `secret/`: `POST|GET
+    /// /v1/secret/data/bench/<uuid>`, `--token` sent as `X-Vault-Token`.
+    Openbao,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -210,6 +216,9 @@ fn check_load(load: &LoadArgs) -> Result<(), String> {
     if !(0.0..=1.0).contains(&load.fetch_ratio) {
         return Err("--fetch-ratio must be between 0 and 1".into());
     }
+    if load.seed > 1_000_000 {
+        return Err("--seed must be at most 1000000".into());
+    }
     Ok(())
 }
 
@@ -220,6 +229,48 @@ trait Target: Send + Sync + 'static {
         value: &[u8],
     ) -> impl std::future::Future<Output = Result<String, String>> + Send;
     fn fetch(&self, id: &str) -> impl std::future::Future<Output = Result<Vec<u8>, String>> + Send;
+    /// Whether `update` is implemented (`--mode update`).
+    fn updates(&self) -> bool {
+        false
+    }
+    fn update(
+        &self,
+        _id: &str,
+        _value: &[u8],
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send {
+        async { Err("unsupported".to_string()) }
+    }
+}
+
+/// Creates `count` secrets with `concurrency` workers; returns (id, value) pairs.
+async fn seed<T: Target>(
+    target: &Arc<T>,
+    count: usize,
+    concurrency: usize,
+    value_size: usize,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.clamp(1, count.max(1)) {
+        let (target, next) = (target.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut made = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count as u64 {
+                let v = random_value(value_size);
+                let id = target
+                    .create(&v)
+                    .await
+                    .map_err(|e| format!("seeding failed: {e}"))?;
+                made.push((id, v));
+            }
+            Ok::<_, String>(made)
+        }));
+    }
+    let mut seeds = Vec::with_capacity(count);
+    for w in workers {
+        seeds.extend(w.await.map_err(|e| e.to_string())??);
+    }
+    Ok(seeds)
 }
 
 async fn drive<T: Target>(
@@ -228,17 +279,14 @@ async fn drive<T: Target>(
     name: String,
 ) -> Result<Summary, String> {
     check_load(load)?;
-    let mut seeds = Vec::new();
-    if load.mode != Mode::Create {
-        for _ in 0..load.seed.max(1) {
-            let v = random_value(load.value_size);
-            let id = target
-                .create(&v)
-                .await
-                .map_err(|e| format!("seeding failed: {e}"))?;
-            seeds.push((id, v));
-        }
+    if load.mode == Mode::Update && !target.updates() {
+        return Err("--mode update needs --transport http-named, grpc or openbao".into());
     }
+    let seeds = if load.mode == Mode::Create {
+        Vec::new()
+    } else {
+        seed(&target, load.seed.max(1), load.concurrency, load.value_size).await?
+    };
     let seeds = Arc::new(seeds);
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -253,12 +301,15 @@ async fn drive<T: Target>(
                 && issued.fetch_add(1, Ordering::Relaxed) < load.max_requests
             {
                 let fetch = match load.mode {
-                    Mode::Create => false,
+                    Mode::Create | Mode::Update => false,
                     Mode::Fetch => true,
                     Mode::Mix => rand::thread_rng().gen_bool(load.fetch_ratio),
                 };
                 let t0 = Instant::now();
-                let outcome = if fetch {
+                let outcome = if load.mode == Mode::Update {
+                    let (id, _) = &seeds[rand::thread_rng().gen_range(0..seeds.len())];
+                    target.update(id, &random_value(load.value_size)).await
+                } else if fetch {
                     let (id, expected) = &seeds[rand::thread_rng().gen_range(0..seeds.len())];
                     target.fetch(id).await.map(|got| {
                         if &got != expected {
@@ -296,7 +347,11 @@ struct Http {
 
 impl Http {
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self.client.post(format!("{}{path}", self.url));
+        self.request(reqwest::Method::POST, path)
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.client.request(method, format!("{}{path}", self.url));
         if let (Some(s), Some(t)) = (&self.service, &self.token) {
             req = req
                 .header(crate::dto::SERVICE_HEADER, s)
@@ -367,16 +422,11 @@ impl Target for HttpNamed {
     }
 
     async fn fetch(&self, path: &str) -> Result<Vec<u8>, String> {
-        let mut req = self
+        let res = self
             .0
-            .client
-            .get(format!("{}/api/secrets/bench/{path}", self.0.url));
-        if let (Some(s), Some(t)) = (&self.0.service, &self.0.token) {
-            req = req
-                .header(crate::dto::SERVICE_HEADER, s)
-                .header(crate::dto::TOKEN_HEADER, t);
-        }
-        let res = req.send().await;
+            .request(reqwest::Method::GET, &format!("/api/secrets/bench/{path}"))
+            .send()
+            .await;
         if let Some(e) = status_error(&res) {
             return Err(e);
         }
@@ -384,6 +434,84 @@ impl Target for HttpNamed {
         let b64 = body["value_b64"].as_str().ok_or("body")?;
         STANDARD.decode(b64).map_err(|_| "body".into())
     }
+
+    fn updates(&self) -> bool {
+        true
+    }
+
+    async fn update(&self, path: &str, value: &[u8]) -> Result<(), String> {
+        let res = self
+            .0
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/api/secrets/bench/{path}"),
+            )
+            .json(&serde_json::json!({ "value_b64": STANDARD.encode(value) }))
+            .send()
+            .await;
+        status_error(&res).map_or(Ok(()), Err)
+    }
+}
+
+/// OpenBao / Vault KV v2 at `secret/`: the system a user would pick instead.
+struct OpenBao {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl OpenBao {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}/v1/secret/data/bench/{path}", self.url))
+            .header("X-Vault-Token", &self.token)
+    }
+}
+
+impl Target for OpenBao {
+    async fn create(&self, value: &[u8]) -> Result<String, String> {
+        let path = uuid::Uuid::new_v4().simple().to_string();
+        self.update(&path, value).await?;
+        Ok(path)
+    }
+
+    async fn fetch(&self, path: &str) -> Result<Vec<u8>, String> {
+        let res = self.request(reqwest::Method::GET, path).send().await;
+        if let Some(e) = status_error(&res) {
+            return Err(e);
+        }
+        let body: serde_json::Value = res.map_err(|_| "io")?.json().await.map_err(|_| "body")?;
+        let b64 = body["data"]["data"]["value"].as_str().ok_or("body")?;
+        STANDARD.decode(b64).map_err(|_| "body".into())
+    }
+
+    fn updates(&self) -> bool {
+        true
+    }
+
+    async fn update(&self, path: &str, value: &[u8]) -> Result<(), String> {
+        let res = self
+            .request(reqwest::Method::POST, path)
+            .json(&serde_json::json!({ "data": { "value": STANDARD.encode(value) } }))
+            .send()
+            .await;
+        status_error(&res).map_or(Ok(()), Err)
+    }
+}
+
+/// Drives OpenBao's KV v2 engine (`--url` its address, `--token` a token).
+pub async fn run_openbao(args: BenchArgs) -> Result<Summary, String> {
+    let http = http_target(&args)?;
+    let token = args
+        .token
+        .clone()
+        .ok_or("--transport openbao needs --token (or VAULT_TOKEN)")?;
+    let target = Arc::new(OpenBao {
+        client: http.client,
+        url: http.url,
+        token,
+    });
+    drive(target, &args.load, args.url.clone()).await
 }
 
 fn http_target(args: &BenchArgs) -> Result<Http, String> {
@@ -478,6 +606,24 @@ impl Target for Grpc {
             Err(answer.error_message)
         }
     }
+
+    fn updates(&self) -> bool {
+        true
+    }
+
+    async fn update(&self, name: &str, value: &[u8]) -> Result<(), String> {
+        let body = crate::grpc::pb::PutSecretRequest {
+            secret_name: name.to_string(),
+            value_b64: Some(STANDARD.encode(value)),
+            ..Default::default()
+        };
+        let mut client = self.client();
+        client
+            .put_secret(self.request(body))
+            .await
+            .map_err(|s| grpc_error(&s))?;
+        Ok(())
+    }
 }
 
 /// Drives the interface `--transport` names.
@@ -486,6 +632,7 @@ pub async fn run(args: BenchArgs) -> Result<Summary, String> {
         Transport::Http => run_http(args).await,
         Transport::HttpNamed => run_http_named(args).await,
         Transport::Grpc => run_grpc(args).await,
+        Transport::Openbao => run_openbao(args).await,
     }
 }
 

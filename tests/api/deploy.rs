@@ -113,13 +113,30 @@ fn keys_appended_to_an_existing_env_file_make_it_owner_only() {
 
 #[test]
 fn bench_passes_no_token_or_database_uri_on_a_command_line() {
-    let bench = std::fs::read_to_string("scripts/bench.sh").expect("bench.sh");
-    for flag in ["--token", "--mongo-uri"] {
-        assert!(!bench.contains(flag), "bench.sh passes {flag} in argv");
+    for script in [
+        "scripts/bench.sh",
+        "scripts/bench_transports.sh",
+        "scripts/bench_openbao.sh",
+        "scripts/bench_scale.sh",
+    ] {
+        let bench = std::fs::read_to_string(script).expect(script);
+        for flag in ["--token", "--mongo-uri"] {
+            assert!(!bench.contains(flag), "{script} passes {flag} in argv");
+        }
+        assert!(
+            bench.contains(r#"VAULT_TOKEN="$TOKEN_bench" "$BIN" bench"#),
+            "{script}: the token reaches `secret-manager bench` through its environment"
+        );
     }
+    let bao = std::fs::read_to_string("scripts/bench_openbao.sh").expect("bench_openbao.sh");
     assert!(
-        bench.contains(r#"VAULT_TOKEN="$TOKEN_bench" "$BIN" bench"#),
-        "the token reaches `secret-manager bench` through its environment"
+        bao.contains(r#"VAULT_TOKEN="$BAO_TOKEN" "$BIN" bench"#),
+        "OpenBao's root token goes through the environment too"
+    );
+    let up = std::fs::read_to_string("scripts/openbao.sh").expect("openbao.sh");
+    assert!(
+        !up.contains("operator unseal \"$key\"") && up.contains("--data @-"),
+        "the unseal key goes through stdin"
     );
 }
 

@@ -548,27 +548,11 @@ async fn grpc_uses_the_https_certificate() {
 }
 
 #[tokio::test]
-async fn bench_drives_grpc_and_named_http_and_every_fetch_matches() {
-    use secret_manager::bench::{BenchArgs, LoadArgs, Mode, Transport};
+async fn bench_drives_grpc_and_named_http_every_fetch_matches_and_updates_add_versions() {
+    use secret_manager::bench::{Mode, Transport};
     for transport in [Transport::Grpc, Transport::HttpNamed] {
         let app = spawn_app_with(&[]).await;
-        let args = BenchArgs {
-            url: app.address.clone(),
-            transport,
-            grpc_url: app.grpc_address.clone().expect("gRPC"),
-            service: Some(app.identity.service.clone()),
-            token: Some(app.identity.token.clone()),
-            load: LoadArgs {
-                mode: Mode::Mix,
-                fetch_ratio: 0.5,
-                concurrency: 4,
-                duration: 1,
-                max_requests: 200,
-                value_size: 32,
-                seed: 4,
-                json: true,
-            },
-        };
+        let args = base_args(&app, transport);
         let summary = secret_manager::bench::run(args).await.expect("bench runs");
         assert!(summary.requests > 0, "{transport:?}: {summary:?}");
         assert!(summary.errors.is_empty(), "{transport:?}: {summary:?}");
@@ -582,6 +566,60 @@ async fn bench_drives_grpc_and_named_http_and_every_fetch_matches() {
             written >= 4,
             "{transport:?} seeded the named path: {written}"
         );
+        // --mode update writes new versions of the seeded names, no new names.
+        let mut update = base_args(&app, transport);
+        update.load.mode = Mode::Update;
+        let before = written;
+        let summary = secret_manager::bench::run(update)
+            .await
+            .expect("update runs");
+        assert!(
+            summary.requests > 0 && summary.errors.is_empty(),
+            "{transport:?}: {summary:?}"
+        );
+        let after = app
+            .secrets()
+            .count_documents(doc! { "project": "bench" })
+            .await
+            .expect("count");
+        assert_eq!(after, before + 4, "{transport:?}: only the 4 seeds are new");
+        let updated = app
+            .secrets()
+            .count_documents(doc! { "project": "bench", "current_version": { "$gt": 1 } })
+            .await
+            .expect("count");
+        assert!(updated >= 1, "{transport:?}: some seed got a new version");
+    }
+    // The seed-compatible UUID endpoints have no update: refused before any request.
+    let app = spawn_app_with(&[]).await;
+    let mut update = base_args(&app, Transport::Http);
+    update.load.mode = Mode::Update;
+    let err = secret_manager::bench::run(update)
+        .await
+        .expect_err("no update over /vault/secret/*");
+    assert!(err.contains("--mode update needs"), "{err}");
+}
+
+fn base_args(
+    app: &TestApp,
+    transport: secret_manager::bench::Transport,
+) -> secret_manager::bench::BenchArgs {
+    secret_manager::bench::BenchArgs {
+        url: app.address.clone(),
+        transport,
+        grpc_url: app.grpc_address.clone().expect("gRPC"),
+        service: Some(app.identity.service.clone()),
+        token: Some(app.identity.token.clone()),
+        load: secret_manager::bench::LoadArgs {
+            mode: secret_manager::bench::Mode::Mix,
+            fetch_ratio: 0.5,
+            concurrency: 4,
+            duration: 1,
+            max_requests: 200,
+            value_size: 32,
+            seed: 4,
+            json: true,
+        },
     }
 }
 
