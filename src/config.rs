@@ -64,6 +64,12 @@ struct RawEnv {
     grpc_port: Option<String>,
     grpc_enabled: Option<String>,
     mongo_write_concern: Option<String>,
+    alert_auth_failures: Option<String>,
+    alert_denials: Option<String>,
+    alert_window: Option<String>,
+    alert_baseline_days: Option<String>,
+    alert_rate_factor: Option<String>,
+    alert_rate_min_per_minute: Option<String>,
 }
 
 /// The validated configuration of one service instance.
@@ -92,6 +98,8 @@ pub struct Config {
     pub auth_failure_per_minute: u32,
     /// Self-registration of service tokens: rate and pending cap.
     pub service_tokens: crate::vault::service_tokens::TokenSettings,
+    /// Failed-access alerts and anomalies (`ALERT_*`).
+    pub alerts: crate::vault::alerts::AlertSettings,
     pub nats: Option<NatsSettings>,
     /// Where change events are POSTed (`WEBHOOK_URL`), when set.
     pub webhook: Option<crate::webhook::WebhookSettings>,
@@ -191,6 +199,7 @@ impl Config {
             .flatten()
             .map(|s| s.value);
         let http = http_settings(&mut raw, &mut errors);
+        let alerts = alert_settings(&mut raw, &mut errors);
         let grpc_port = grpc_port(&raw, &mut errors);
         let write_concern = collect(
             &mut errors,
@@ -416,6 +425,7 @@ impl Config {
                 auth_failure_burst,
                 auth_failure_per_minute,
                 service_tokens,
+                alerts,
                 host,
                 port,
                 workers,
@@ -543,6 +553,97 @@ impl Parser<'_> {
             settings::boolean(name, value.as_deref(), default),
         )
     }
+}
+
+/// The `ALERT_*` thresholds; a problem is recorded and the default kept.
+fn alert_settings(
+    raw: &mut RawEnv,
+    errors: &mut Vec<String>,
+) -> crate::vault::alerts::AlertSettings {
+    let d = crate::vault::alerts::AlertSettings::default();
+    let mut p = Parser { errors };
+    let auth_failures = p
+        .bounded(
+            "ALERT_AUTH_FAILURES",
+            raw.alert_auth_failures.take(),
+            d.auth_failures,
+            0,
+            1_000_000,
+        )
+        .unwrap_or(d.auth_failures);
+    let denials = p
+        .bounded(
+            "ALERT_DENIALS",
+            raw.alert_denials.take(),
+            d.denials,
+            0,
+            1_000_000,
+        )
+        .unwrap_or(d.denials);
+    let baseline_days = p
+        .bounded(
+            "ALERT_BASELINE_DAYS",
+            raw.alert_baseline_days.take(),
+            d.baseline_days,
+            0,
+            3650,
+        )
+        .unwrap_or(d.baseline_days);
+    let rate_min_per_minute = p
+        .bounded(
+            "ALERT_RATE_MIN_PER_MINUTE",
+            raw.alert_rate_min_per_minute.take(),
+            d.rate_min_per_minute,
+            1,
+            1_000_000,
+        )
+        .unwrap_or(d.rate_min_per_minute);
+    let rate_factor = match raw.alert_rate_factor.take().as_deref().map(str::trim) {
+        None | Some("") => d.rate_factor,
+        Some(text) => match text.parse::<f64>() {
+            Ok(k) if k == 0.0 || (k > 1.0 && k <= 1000.0) => k,
+            _ => {
+                errors.push(format!(
+                    "`ALERT_RATE_FACTOR` must be a number above 1 and at most 1000, or 0 to turn the rule off (got `{text}`)"
+                ));
+                d.rate_factor
+            }
+        },
+    };
+    let window = match raw.alert_window.take().as_deref().map(str::trim) {
+        None | Some("") => d.window,
+        Some(text) => match parse_window(text) {
+            Some(w) => w,
+            None => {
+                errors.push(format!(
+                    "`ALERT_WINDOW` must be a duration from 1 s to 24 h: seconds, or a whole number with `s`, `m` or `h` (got `{text}`)"
+                ));
+                d.window
+            }
+        },
+    };
+    crate::vault::alerts::AlertSettings {
+        auth_failures,
+        denials,
+        window,
+        baseline_days,
+        rate_factor,
+        rate_min_per_minute,
+    }
+}
+
+/// `300`, `300s`, `5m` or `1h`, from 1 s to 24 h.
+fn parse_window(text: &str) -> Option<Duration> {
+    let (number, unit) = match text.char_indices().last()? {
+        (i, 's') => (&text[..i], 1),
+        (i, 'm') => (&text[..i], 60),
+        (i, 'h') => (&text[..i], 3600),
+        _ => (text, 1),
+    };
+    let secs = number.trim().parse::<u64>().ok()?.checked_mul(unit)?;
+    (1..=86_400)
+        .contains(&secs)
+        .then(|| Duration::from_secs(secs))
 }
 
 /// `WEBHOOK_URL` (http or https) and its signing key `WEBHOOK_SECRET(_FILE)`,
@@ -743,6 +844,89 @@ mod tests {
             c.shutdown_timeout_secs < 10,
             "must fit Swarm's 10 s grace period"
         );
+    }
+
+    #[test]
+    fn alert_settings_have_defaults_parse_units_and_name_each_bad_variable() {
+        let c = with(&[("MASTER_KEY", KEY_B64)]).expect("valid");
+        assert_eq!(c.alerts.window, Duration::from_secs(300));
+        assert_eq!((c.alerts.auth_failures, c.alerts.denials), (20, 20));
+        let c = with(&[
+            ("MASTER_KEY", KEY_B64),
+            ("ALERT_WINDOW", "2m"),
+            ("ALERT_RATE_FACTOR", "2.5"),
+            ("ALERT_AUTH_FAILURES", "0"),
+        ])
+        .expect("valid");
+        assert_eq!(c.alerts.window, Duration::from_secs(120));
+        assert_eq!(c.alerts.rate_factor, 2.5);
+        assert_eq!(c.alerts.auth_failures, 0);
+        for (window, secs) in [("45", 45), ("45s", 45), ("1h", 3600), ("24h", 86_400)] {
+            assert_eq!(
+                parse_window(window),
+                Some(Duration::from_secs(secs)),
+                "{window}"
+            );
+        }
+        let bad = [
+            ("ALERT_WINDOW", "0", "`ALERT_WINDOW` must be a duration"),
+            ("ALERT_WINDOW", "25h", "`ALERT_WINDOW` must be a duration"),
+            (
+                "ALERT_WINDOW",
+                "5 minutes",
+                "`ALERT_WINDOW` must be a duration",
+            ),
+            (
+                "ALERT_AUTH_FAILURES",
+                "-1",
+                "`ALERT_AUTH_FAILURES` must be a whole number",
+            ),
+            (
+                "ALERT_DENIALS",
+                "many",
+                "`ALERT_DENIALS` must be a whole number",
+            ),
+            (
+                "ALERT_BASELINE_DAYS",
+                "4000",
+                "`ALERT_BASELINE_DAYS` must be a whole number",
+            ),
+            (
+                "ALERT_RATE_FACTOR",
+                "1",
+                "`ALERT_RATE_FACTOR` must be a number above 1",
+            ),
+            (
+                "ALERT_RATE_FACTOR",
+                "NaN",
+                "`ALERT_RATE_FACTOR` must be a number above 1",
+            ),
+            (
+                "ALERT_RATE_MIN_PER_MINUTE",
+                "0",
+                "`ALERT_RATE_MIN_PER_MINUTE` must be a whole number",
+            ),
+        ];
+        let mut all = vec![("MASTER_KEY", KEY_B64)];
+        for (name, value, expected) in bad {
+            let err = with(&[("MASTER_KEY", KEY_B64), (name, value)])
+                .map(|_| ())
+                .expect_err(name);
+            assert!(err.to_string().contains(expected), "{name}={value}: {err}");
+            if !all.iter().any(|(n, _)| *n == name) {
+                all.push((name, value));
+            }
+        }
+        // Every bad variable is reported at once.
+        let err = with(&all).map(|_| ()).expect_err("all bad").to_string();
+        for name in [
+            "ALERT_WINDOW",
+            "ALERT_DENIALS",
+            "ALERT_RATE_FACTOR",
+            "ALERT_BASELINE_DAYS",
+        ] {
+            assert!(err.contains(&format!("`{name}`")), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -60,6 +60,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// `auth_failures`, `denials`, `new_address`, `read_rate` (see `vault::alerts`).
+    pub rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -80,6 +86,7 @@ pub struct Metrics {
     /// Set at each scrape from the keyring this replica holds.
     pub keyring_active_key_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub keyring_seals: Family<KeyLabels, Gauge>,
+    pub alerts: Family<RuleLabels, Counter>,
 }
 
 fn seconds_buckets() -> Histogram {
@@ -177,6 +184,16 @@ impl Metrics {
             "Seals made under each data key (as flushed to the keyring by the replicas)",
             keyring_seals.clone(),
         );
+        let alerts = Family::<RuleLabels, Counter>::default();
+        // Served at 0 before the first alert (a family without children shows nothing).
+        for rule in ALERT_RULES {
+            alerts.get_or_create(&RuleLabels { rule }).inc_by(0);
+        }
+        registry.register(
+            "alerts",
+            "Alerts raised by this replica (each once across the replicas), by rule",
+            alerts.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "The running version", build_info.clone());
         build_info
@@ -199,6 +216,7 @@ impl Metrics {
             nats_refused,
             keyring_active_key_age,
             keyring_seals,
+            alerts,
         }
     }
 
@@ -221,6 +239,9 @@ impl Metrics {
     }
 }
 
+/// The alert rules (`vault::alerts::Rule`; a unit test there keeps both equal).
+pub const ALERT_RULES: [&str; 4] = ["auth_failures", "denials", "new_address", "read_rate"];
+
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -240,4 +261,5 @@ pub const NAMES: &[&str] = &[
     "secret_manager_keyring_active_key_age_seconds",
     "secret_manager_keyring_seals",
     "secret_manager_build_info",
+    "secret_manager_alerts_total",
 ];

@@ -92,13 +92,15 @@ impl Application {
                 FailureLimiter::new(config.auth_failure_burst, config.auth_failure_per_minute),
                 limits,
             )?
-            .with_token_settings(config.service_tokens),
+            .with_token_settings(config.service_tokens)
+            .with_alerts(config.alerts.clone()),
             max_body_bytes: config.max_body_bytes(),
             metrics_token: config.metrics_token.clone(),
             proxies: config.trusted_proxies.clone(),
         });
         state.vault.reload_policies().await?;
         state.vault.spawn_policy_watch();
+        state.vault.spawn_alerts();
         if let Some(webhook) = config.webhook.clone() {
             crate::webhook::spawn(state.vault.subscribe_events(), webhook);
         }

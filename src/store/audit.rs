@@ -47,6 +47,28 @@ pub struct AuditRecord {
     /// On aggregated refused authentications: how many refused requests this record stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
+    /// On an `alert` record: which rule fired, about whom, over what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertDetail>,
+}
+
+/// What an `alert` audit record says besides its action (see `vault::alerts`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AlertDetail {
+    /// `auth_failures`, `denials`, `new_address` or `read_rate`.
+    pub rule: String,
+    /// `service` (a claimed or authenticated service name) or `address`.
+    pub subject_kind: String,
+    pub subject: String,
+    /// `new_address`: the address the service read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// What was counted in the window.
+    pub count: i64,
+    /// The alert fired because `count` exceeded this.
+    pub threshold: i64,
+    pub window_start: DateTime,
+    pub window_end: DateTime,
 }
 
 fn collection(db: &Database) -> Collection<AuditRecord> {

@@ -2,6 +2,7 @@
 //! No HTTP types here.
 
 pub mod access_requests;
+pub mod alerts;
 pub mod audit;
 pub mod audit_sink;
 pub mod keyring;
@@ -139,5 +140,6 @@ pub async fn ensure_indexes(db: &Database, audit_ttl_days: u32) -> Result<(), St
     projects::ensure_indexes(db).await?;
     service_tokens::ensure_indexes(db).await?;
     audit::ensure_indexes(db, audit_ttl_days).await?;
+    alerts::ensure_indexes(db).await?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! it to undo), and takes a failure's outcome from its error code.
 
 pub mod access;
+pub mod alerts;
 pub mod audit_query;
 pub mod events;
 pub mod keys;
@@ -97,6 +98,8 @@ pub enum Op {
     /// A scanner asked which managed secrets its findings are.
     ScanMatch,
     AuditSummary,
+    /// An alert raised (see `alerts`): written by the replica that raised it.
+    Alert,
 }
 
 impl Op {
@@ -140,6 +143,7 @@ impl Op {
             Op::Watch => "watch",
             Op::ScanMatch => "scan_match",
             Op::AuditSummary => "audit_summary",
+            Op::Alert => "alert",
         }
     }
 }
@@ -293,6 +297,8 @@ pub struct Vault {
     watch_slots: Arc<tokio::sync::Semaphore>,
     /// Keys the leak fingerprints of stored values (see `scan_match`).
     fingerprint_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
+    /// Failed-access and anomaly counts of this replica (see `alerts`).
+    alerts: Arc<alerts::Alerts>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -358,12 +364,19 @@ impl Vault {
             tokens: Arc::new(service_tokens::TokenBook::new(Default::default())),
             watch_slots: watch::slots(),
             fingerprint_key,
+            alerts: Arc::new(alerts::Alerts::new(Default::default())),
         })
     }
 
     /// Registration limits for self-registered service tokens.
     pub fn with_token_settings(mut self, settings: service_tokens::TokenSettings) -> Self {
         self.tokens = Arc::new(service_tokens::TokenBook::new(settings));
+        self
+    }
+
+    /// The alert thresholds (`ALERT_*`); the flush task starts with `spawn_alerts`.
+    pub fn with_alerts(mut self, settings: alerts::AlertSettings) -> Self {
+        self.alerts = Arc::new(alerts::Alerts::new(settings));
         self
     }
 
@@ -430,6 +443,9 @@ impl Vault {
                 }
                 self.publish_events(meta, scope);
                 count_operation(meta, scope.op, Outcome::Success);
+                if matches!(scope.op, Op::Read | Op::Fetch) {
+                    self.alerts.read(meta.actor(), meta.client_ip.as_deref());
+                }
                 Ok(value)
             }
             Err(e) => {
@@ -460,6 +476,7 @@ impl Vault {
                 secret_id: scope.secret_id.clone(),
                 version: scope.version,
                 request_id: meta.request_id.clone(),
+                alert: None,
             });
         }
     }
@@ -535,6 +552,9 @@ impl Vault {
     async fn audit_failure(&self, meta: &RequestMeta, scope: &Scope, err: &ApiError) {
         let outcome = err.code.outcome();
         count_operation(meta, scope.op, outcome);
+        if let (ErrorCode::Forbidden, Some(actor)) = (err.code, &meta.actor) {
+            self.alerts.denied(actor);
+        }
         if let Err(e) = self.audit(meta, scope, outcome, Some(err.code)).await {
             tracing::warn!(error = %e, "could not audit a failed request");
         }
@@ -904,6 +924,7 @@ impl Vault {
             request_id: field(&meta.request_id),
             error_code: error_code.map(|c| c.as_str().to_string()),
             count: count.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            alert: None,
         }
     }
 
@@ -934,6 +955,8 @@ impl Vault {
     /// the next record (or the periodic flush) carries the count.
     async fn refuse_authentication(&self, meta: &RequestMeta, err: ApiError) -> ApiError {
         count_authentication(meta, false);
+        self.alerts
+            .auth_failed(meta.actor.as_deref(), meta.client_ip.as_deref());
         if !self.limits.audit_enabled {
             return err;
         }

@@ -1,5 +1,6 @@
 mod access_log;
 mod access_requests;
+mod alerts;
 mod audit;
 mod auth;
 mod binary;
