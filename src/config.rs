@@ -61,6 +61,7 @@ struct RawEnv {
     tls_cert_file: Option<String>,
     tls_key_file: Option<String>,
     docs_enabled: Option<String>,
+    metrics_enabled: Option<String>,
     grpc_port: Option<String>,
     grpc_enabled: Option<String>,
     mongo_write_concern: Option<String>,
@@ -122,6 +123,8 @@ pub struct HttpSettings {
     pub tls: Option<TlsFiles>,
     /// Serve `/docs/` (Swagger UI) and `/openapi.json`.
     pub docs_enabled: bool,
+    /// `METRICS_ENABLED`: record the per-request metrics and serve `/metrics`.
+    pub metrics_enabled: bool,
 }
 
 /// `TLS_CERT_FILE` and `TLS_KEY_FILE`: PEM files read at start-up.
@@ -781,7 +784,16 @@ fn http_settings(raw: &mut RawEnv, errors: &mut Vec<String>) -> HttpSettings {
         settings::boolean("DOCS_ENABLED", raw.docs_enabled.as_deref(), true),
     )
     .unwrap_or(true);
-    HttpSettings { tls, docs_enabled }
+    let metrics_enabled = collect(
+        errors,
+        settings::boolean("METRICS_ENABLED", raw.metrics_enabled.as_deref(), true),
+    )
+    .unwrap_or(true);
+    HttpSettings {
+        tls,
+        docs_enabled,
+        metrics_enabled,
+    }
 }
 
 fn valid_db_name(name: &str) -> bool {

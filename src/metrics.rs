@@ -4,6 +4,7 @@
 //! Labels are bounded sets (route templates, never paths; channel, operation,
 //! outcome, error code): no value, token, name of a secret or caller ends up here.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -229,6 +230,9 @@ impl Metrics {
     }
 
     pub fn http_request(&self, route: String, method: &str, status: u16, took: Duration) {
+        if !enabled() {
+            return;
+        }
         self.http_request_duration
             .get_or_create(&HttpLabels {
                 route,
@@ -244,6 +248,19 @@ pub const ALERT_RULES: [&str; 4] = ["auth_failures", "denials", "new_address", "
 
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// `METRICS_ENABLED`: whether the per-request metrics are recorded and
+/// `GET /metrics` serves them. Process-wide (one service per process); off
+/// only to measure what recording costs (`scripts/bench_metrics.sh`).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// The names `GET /metrics` serves (README lists them; a test checks both).
 pub const NAMES: &[&str] = &[

@@ -216,6 +216,7 @@ fn run(
     config: &Config,
 ) -> Result<Server, StartupError> {
     let docs_enabled = config.http.docs_enabled;
+    crate::metrics::set_enabled(config.http.metrics_enabled);
     let mut server = HttpServer::new(move || {
         let (app, spec) = App::new()
             .into_utoipa_app()

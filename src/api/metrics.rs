@@ -23,10 +23,15 @@ pub fn configure(cfg: &mut ServiceConfig) {
     responses(
         (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"),
         (status = 401, description = "`METRICS_TOKEN` is set and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "`METRICS_ENABLED=false`", body = ErrorBody),
     )
 )]
 #[get("/metrics")]
 async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !crate::metrics::enabled() {
+        // Like any unknown route (as `/docs/` with `DOCS_ENABLED=false`).
+        return Err(ApiError::new(ErrorCode::RouteNotFound, "no such route"));
+    }
     if let Some(expected) = &state.metrics_token {
         let presented = req
             .headers()

@@ -49,12 +49,17 @@ async fn run(coll: Collection<AuditRecord>, mut rx: mpsc::Receiver<(AuditRecord,
         let (records, acks): (Vec<AuditRecord>, Vec<Ack>) = batch.drain(..).unzip();
         let options = InsertManyOptions::builder().ordered(false).build();
         let metrics = &crate::metrics::METRICS;
-        metrics.audit_batch_size.observe(records.len() as f64);
+        let on = crate::metrics::enabled();
+        if on {
+            metrics.audit_batch_size.observe(records.len() as f64);
+        }
         let started = std::time::Instant::now();
         let result = coll.insert_many(&records).with_options(options).await;
-        metrics
-            .audit_write_duration
-            .observe(started.elapsed().as_secs_f64());
+        if on {
+            metrics
+                .audit_write_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
         match result {
             Ok(_) => acks.into_iter().for_each(|a| {
                 let _ = a.send(Ok(()));

@@ -173,6 +173,9 @@ enum Undo {
 }
 
 fn count_operation(meta: &RequestMeta, op: Op, outcome: Outcome) {
+    if !crate::metrics::enabled() {
+        return;
+    }
     crate::metrics::METRICS
         .operations
         .get_or_create(&crate::metrics::OperationLabels {
@@ -184,6 +187,9 @@ fn count_operation(meta: &RequestMeta, op: Op, outcome: Outcome) {
 }
 
 fn count_authentication(meta: &RequestMeta, ok: bool) {
+    if !crate::metrics::enabled() {
+        return;
+    }
     crate::metrics::METRICS
         .authentications
         .get_or_create(&crate::metrics::AuthLabels {
@@ -416,13 +422,15 @@ impl Vault {
         let mut scope = Scope::new(op);
         let started = std::time::Instant::now();
         let result = self.run_inner(meta, &mut scope, body).await;
-        crate::metrics::METRICS
-            .operation_duration
-            .get_or_create(&crate::metrics::ChannelOperationLabels {
-                channel: meta.channel,
-                operation: scope.op.as_str(),
-            })
-            .observe(started.elapsed().as_secs_f64());
+        if crate::metrics::enabled() {
+            crate::metrics::METRICS
+                .operation_duration
+                .get_or_create(&crate::metrics::ChannelOperationLabels {
+                    channel: meta.channel,
+                    operation: scope.op.as_str(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
         result
     }
 

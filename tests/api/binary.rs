@@ -400,3 +400,48 @@ fn keygen_prints_a_usable_key_and_writes_a_private_file() {
         .expect("keygen");
     assert!(!again.success(), "never overwrites an existing key file");
 }
+
+/// `METRICS_ENABLED=false` (only to measure what recording costs): `/metrics`
+/// is the standard 404 and requests still work. A real process, because the
+/// switch is process-wide.
+#[tokio::test]
+async fn metrics_enabled_false_serves_no_metrics_and_requests_still_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = Served(serve(
+        dir.path(),
+        &[
+            ("MASTER_KEY", MasterKey::generate().to_base64().to_string()),
+            ("MONGO_URI", mongo_uri()),
+            ("MONGO_DB", unique_db_name()),
+            ("HOST", "127.0.0.1".into()),
+            ("PORT", port.to_string()),
+            ("CONFIG_FILE", "/dev/null".into()),
+            ("TOKEN_bin-test", TOKEN.into()),
+            ("ALLOW_bin-test", "*".into()),
+            ("METRICS_ENABLED", "false".into()),
+        ],
+    ));
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &url, &mut child).await;
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status().as_u16(), 404);
+    let body: serde_json::Value = metrics.json().await.expect("JSON error");
+    assert_eq!(body["error"]["code"], "route_not_found", "{body}");
+    let created = http
+        .post(format!("{url}/vault/secret/create"))
+        .header("X-Service", "bin-test")
+        .header("X-Token", TOKEN)
+        .json(&serde_json::json!({ "secret": "aGk=" }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status().as_u16(), 200);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+}

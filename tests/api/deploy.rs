@@ -118,6 +118,7 @@ fn bench_passes_no_token_or_database_uri_on_a_command_line() {
         "scripts/bench_transports.sh",
         "scripts/bench_openbao.sh",
         "scripts/bench_scale.sh",
+        "scripts/bench_metrics.sh",
     ] {
         let bench = std::fs::read_to_string(script).expect(script);
         for flag in ["--token", "--mongo-uri"] {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# What recording metrics costs: the same replica with and without, side by side.
+#
+#   scripts/bench_metrics.sh [DURATION_SECS] [ROUNDS] [CONCURRENCY]   (defaults 5, 3, 64)
+#
+# Two release replicas on one local database (scripts/cluster.sh): replica 1
+# as deployed (metrics on), replica 2 with METRICS_ENABLED=false. For fetch
+# and create the harness (`bench --transport http`) alternates between them
+# ROUNDS times; medians, and the cost as 1 - on/off of the rate. Loopback
+# only; every run is bounded by DURATION_SECS. Writes Markdown to stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${1:-5}
+ROUNDS=${2:-3}
+CONCURRENCY=${3:-64}
+BIN="${CARGO_TARGET_DIR:-target}/release/secret-manager"
+export BIN
+export CLUSTER_DIR="${TMPDIR:-/tmp}/secret-manager-bench-metrics.$$"
+export LB_PORT=${LB_PORT:-18000} BASE_PORT=${BASE_PORT:-18101}
+
+cargo build --release --quiet --bin secret-manager
+trap 'scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$CLUSTER_DIR"' EXIT
+scripts/cluster.sh up 1 >/dev/null 2>&1
+METRICS_ENABLED=false scripts/cluster.sh start 2 >/dev/null 2>&1
+set -a; . "$CLUSTER_DIR/env"; set +a
+curl -fs -o /dev/null "http://127.0.0.1:$BASE_PORT/metrics"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((BASE_PORT + 1))/metrics")" = 404 ]
+
+run() { # port mode -> JSON line (the token reaches the harness through its environment)
+  VAULT_TOKEN="$TOKEN_bench" "$BIN" bench --url "http://127.0.0.1:$1" --service bench \
+    --mode "$2" --concurrency "$CONCURRENCY" --duration "$DURATION" --json
+}
+
+echo "| op | metrics off req/s | metrics on req/s | on/off | cost | off p99 ms | on p99 ms | errors |"
+echo "|---|---|---|---|---|---|---|---|"
+for mode in fetch create; do
+  out="$CLUSTER_DIR/$mode.jsonl"
+  : >"$out"
+  for _ in $(seq 1 "$ROUNDS"); do
+    run "$((BASE_PORT + 1))" "$mode" | sed 's/^/off /' >>"$out"
+    run "$BASE_PORT" "$mode" | sed 's/^/on /' >>"$out"
+  done
+  python3 - "$mode" "$out" <<'PY'
+import json, statistics, sys
+mode, path = sys.argv[1:3]
+runs = {"off": [], "on": []}
+for line in open(path):
+    who, js = line.split(" ", 1)
+    runs[who].append(json.loads(js))
+def med(who, f): return statistics.median(f(r) for r in runs[who])
+r0, r1 = med("off", lambda r: r["requests_per_sec"]), med("on", lambda r: r["requests_per_sec"])
+p0, p1 = med("off", lambda r: r["latency_ms"]["p99"]), med("on", lambda r: r["latency_ms"]["p99"])
+errs = sum(sum(r["errors"].values()) + r["mismatches"] for w in runs for r in runs[w])
+print(f"| {mode} | {r0:.0f} | {r1:.0f} | {r1/r0:.3f} | {100*(1-r1/r0):.1f}% | {p0:.1f} | {p1:.1f} | {errs} |")
+PY
+done
