@@ -4,7 +4,7 @@
 pub mod access_requests;
 pub mod alerts;
 pub mod audit;
-pub mod audit_sink;
+pub mod group_commit;
 pub mod keyring;
 pub mod policies;
 pub mod projects;

@@ -139,14 +139,6 @@ impl<V> SecretView<V> {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum InsertError {
-    #[error("a secret with that id or path exists")]
-    Exists,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// How a secret is addressed.
 #[derive(Debug, Clone, Copy)]
 pub enum Locator<'a> {
@@ -163,7 +155,7 @@ impl Locator<'_> {
     }
 }
 
-fn collection<T: Send + Sync>(db: &Database) -> Collection<T> {
+pub(crate) fn collection<T: Send + Sync>(db: &Database) -> Collection<T> {
     db.collection(COLLECTION)
 }
 
@@ -209,14 +201,6 @@ pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
     coll.create_index(unique_path).await?;
     coll.create_index(purge).await?;
     Ok(())
-}
-
-pub async fn insert(db: &Database, doc: &SecretDoc) -> Result<(), InsertError> {
-    match collection::<SecretDoc>(db).insert_one(doc).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_duplicate_key(&e) => Err(InsertError::Exists),
-        Err(e) => Err(InsertError::Store(e.into())),
-    }
 }
 
 /// Removes a secret outright. Used only to undo a create whose audit record

@@ -39,7 +39,7 @@ use crate::auth::Action;
 use crate::crypto::{record_aad, record_aad_v1, CryptoError, Keyring, AAD_FORMAT};
 use crate::error::{ApiError, ErrorCode, Outcome};
 use crate::store::audit::AuditRecord;
-use crate::store::audit_sink::AuditSink;
+use crate::store::group_commit::{AuditSink, GroupCommit};
 use crate::store::secrets::{self as secret_store, SecretDoc, VersionDoc};
 use crate::store::StoreError;
 use names::SecretKey;
@@ -288,6 +288,8 @@ pub type AuditPublisher = Box<dyn Fn(Vec<u8>) + Send + Sync>;
 pub struct Vault {
     db: Database,
     audit_sink: AuditSink,
+    /// Group-commits new secrets (creates), like the audit records.
+    secret_inserts: GroupCommit<crate::store::secrets::SecretDoc>,
     keyring: Arc<Keyring>,
     registry: Arc<ServiceRegistry>,
     policies: Arc<policies::LivePolicies>,
@@ -360,6 +362,7 @@ impl Vault {
             events: tokio::sync::broadcast::channel(events::BACKLOG).0,
             cursor_key,
             audit_sink: AuditSink::spawn(&db),
+            secret_inserts: GroupCommit::spawn(crate::store::secrets::collection(&db), None),
             db,
             keyring,
             registry: Arc::new(registry),

@@ -11,9 +11,8 @@ use super::{utc, Op, RecordRef, RequestMeta, Scope, Undo, Value, Vault};
 use crate::auth::{secret_resource, Action};
 use crate::crypto::NONCE_LEN;
 use crate::error::{ApiError, ErrorCode};
-use crate::store::secrets::{
-    self, InsertError, Locator, SecretDoc, SecretView, VersionDoc, VersionMeta,
-};
+use crate::store::group_commit::BatchError;
+use crate::store::secrets::{self, Locator, SecretDoc, SecretView, VersionDoc, VersionMeta};
 
 /// A new named secret as a caller describes it.
 pub struct NewSecret<'a> {
@@ -274,13 +273,13 @@ impl Vault {
     ) -> Result<(), ApiError> {
         scope.secret_id(&doc.id);
         scope.version(Some(1));
-        match secrets::insert(self.db(), doc).await {
+        match self.secret_inserts.insert(doc.clone()).await {
             Ok(()) => {
                 scope.undo(Undo::RemoveSecret(doc.id.clone()));
                 scope.event("secret_created");
                 Ok(())
             }
-            Err(InsertError::Exists) => {
+            Err(BatchError::Duplicate) => {
                 if secrets::is_deleted(self.db(), &doc.project, &doc.path).await? {
                     Err(ApiError::new(
                         ErrorCode::SecretDeleted,
@@ -293,7 +292,7 @@ impl Vault {
                     ))
                 }
             }
-            Err(InsertError::Store(s)) => Err(s.into()),
+            Err(BatchError::Store(s)) => Err(s.into()),
         }
     }
 
