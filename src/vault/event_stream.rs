@@ -47,7 +47,8 @@
 //! each event is sent only when the caller may `read` or `list` its secret,
 //! asked of the live policy engine at that moment. The caller is
 //! authenticated again before each event it is sent and every
-//! [`RECHECK`]: a revoked token ends the stream.
+//! [`RECHECK`]: a revoked token, or no grant left in the project, ends the
+//! stream.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -532,9 +533,8 @@ impl EventStream {
                 return None;
             }
             if let Some(event) = self.take_settled().await? {
-                if self.visible(&event) {
-                    self.recheck().await.ok()?;
-                    return Some(Frame::Event(event));
+                if let Some(frame) = self.offer(event).await.ok()? {
+                    return Some(frame);
                 }
                 continue;
             }
@@ -558,9 +558,8 @@ impl EventStream {
                 Ok(event) if event.seq <= self.cursor => {}
                 Ok(event) => {
                     self.cursor = event.seq;
-                    if self.visible(&event) {
-                        self.recheck().await.ok()?;
-                        return Some(Frame::Event(event));
+                    if let Some(frame) = self.offer(event).await.ok()? {
+                        return Some(frame);
                     }
                 }
                 // Fell behind the feed: read what was missed from the database.
@@ -598,6 +597,25 @@ impl EventStream {
         Some(event)
     }
 
+    /// The frame for `event`, `None` when this caller is not to see it, or
+    /// the error that ends the stream. Any event in the project is a moment
+    /// to notice that the caller has lost every grant there (a policy check
+    /// in memory); one it is sent also authenticates it again.
+    async fn offer(&mut self, event: Arc<StreamEvent>) -> Result<Option<Frame>, ApiError> {
+        if event.project != self.project {
+            return Ok(None);
+        }
+        let policies = &self.vault.policies;
+        if !policies.grants_anything_in_project(self.meta.actor(), &self.project) {
+            self.recheck().await?;
+        }
+        if !self.visible(&event) {
+            return Ok(None);
+        }
+        self.recheck().await?;
+        Ok(Some(Frame::Event(event)))
+    }
+
     /// In the stream's project and prefix, and readable or listable by the caller now.
     fn visible(&self, e: &StreamEvent) -> bool {
         if e.project != self.project || !e.path.starts_with(&self.prefix) {
@@ -608,7 +626,9 @@ impl EventStream {
             || self.vault.may(&self.meta, Action::List, &resource)
     }
 
-    /// Authenticates the caller again; a refusal (audited by `authenticate`) ends the stream.
+    /// Authenticates the caller again (a refusal is audited by
+    /// `authenticate`) and checks it still holds a grant in the project (a
+    /// refusal is audited as a failed `watch_events`); either ends the stream.
     async fn recheck(&mut self) -> Result<(), ApiError> {
         let mut meta = self.meta.clone();
         meta.actor = None;
@@ -616,6 +636,17 @@ impl EventStream {
         self.vault
             .authenticate(&mut meta, self.credentials.service.as_deref(), token)
             .await?;
+        let vault = &self.vault;
+        if !vault
+            .policies
+            .grants_anything_in_project(meta.actor(), &self.project)
+        {
+            let err = ApiError::forbidden(meta.actor(), &self.project);
+            let mut scope = Scope::new(Op::WatchEvents);
+            scope.project(Some(&self.project));
+            vault.audit_failure(&meta, &scope, &err).await;
+            return Err(err);
+        }
         self.next_check = Instant::now() + RECHECK;
         self.meta = meta;
         Ok(())

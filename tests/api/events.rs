@@ -1189,3 +1189,58 @@ fn bad_event_settings_stop_start_up_naming_the_variable() {
         assert!(err.to_string().contains(&format!("`{name}`")), "{err}");
     }
 }
+
+/// `watcher` (token from the environment) reads `ops:*` through a run-time role.
+const ROLE_YAML: &str = "\
+policies:
+  - {name: ops-admin, permissions: [{effect: allow, actions: [admin], resources: [sys]}]}
+  - {name: ops-reader, permissions: [{effect: allow, actions: [read], resources: ['secret:ops:*']}]}
+services:
+  - {name: admin, roles: [ops-admin]}
+";
+
+#[tokio::test]
+async fn a_stream_ends_when_its_caller_has_no_grant_left_in_the_project() {
+    let (admin, watcher) = (Identity::new("admin"), Identity::new("watcher"));
+    let a = spawn_app_with_config(
+        ROLE_YAML,
+        &[
+            ("TOKEN_admin", &admin.token),
+            ("TOKEN_watcher", &watcher.token),
+            ("ALLOWED_SERVICES", "watcher"),
+        ],
+    )
+    .await;
+    let roles = |roles: Value| {
+        let (a, admin) = (&a, &admin);
+        async move {
+            let res = send(
+                a,
+                admin,
+                Method::PUT,
+                "/api/services/watcher/roles",
+                Some(json!({ "roles": roles })),
+            )
+            .await;
+            assert_eq!(res.status, 200, "{}", res.text);
+        }
+    };
+    roles(json!(["ops-reader"])).await;
+    let mut stream = opened(&a, &watcher, "project=ops", None).await;
+    put(&a, "ops", "one", "v").await;
+    assert_eq!(summary(&stream.event().await).1, "one");
+
+    roles(json!([])).await;
+    put(&a, "ops", "two", "v").await;
+    assert_eq!(
+        stream.poll_frame(Duration::from_secs(10)).await,
+        Some(None),
+        "the stream ends, sending nothing more"
+    );
+    let records = watch_events_records(&a).await;
+    let outcomes: Vec<&str> = records
+        .iter()
+        .map(|r| r.get_str("outcome").expect("outcome"))
+        .collect();
+    assert_eq!(outcomes, ["success", "denied"], "{records:?}");
+}
