@@ -521,6 +521,10 @@ impl EventHub {
     }
 }
 
+fn len(docs: &[EventDoc]) -> i64 {
+    i64::try_from(docs.len()).unwrap_or(i64::MAX)
+}
+
 impl EventStream {
     /// The next frame; `None` ends the stream (shutdown, a revoked caller, a
     /// database error: the client resumes with its last id).
@@ -578,7 +582,19 @@ impl EventStream {
             let page =
                 store::after(self.vault.db(), self.cursor, Some(self.catch_up_to), PAGE).await;
             match page {
-                Ok(docs) if docs.is_empty() => self.cursor = self.catch_up_to,
+                // Below the watermark every number is stored (or a
+                // placeholder): a hole means the TTL removed events this
+                // client has not seen. End the stream: its resume gets a reset.
+                Ok(docs)
+                    if docs.is_empty()
+                        || !docs
+                            .iter()
+                            .map(|d| d.seq)
+                            .eq(self.cursor + 1..=self.cursor + len(&docs)) =>
+                {
+                    tracing::info!("an event stream fell behind the retention window; ending it");
+                    return None;
+                }
                 Ok(docs) => {
                     let hub = &self.vault.event_hub;
                     self.backlog
