@@ -26,6 +26,8 @@ pub struct Application {
     server: Server,
     /// Stopped after the HTTP server (or when the application is dropped).
     grpc: Option<crate::grpc::GrpcServer>,
+    /// Ends the open `GET /api/events` streams.
+    end_event_streams: Box<dyn Fn() + Send + Sync>,
     shutdown_timeout: std::time::Duration,
 }
 
@@ -53,6 +55,7 @@ impl Application {
         let tls = config.http.tls.as_ref().map(load_tls).transpose()?;
         let db = store::connect(&config.store).await?;
         store::ensure_indexes(&db, config.audit_ttl_days).await?;
+        store::events::ensure_indexes(&db, config.events.retention).await?;
         let keyring = Keyring::open(
             db.clone(),
             config.master_key.clone(),
@@ -93,7 +96,8 @@ impl Application {
                 limits,
             )?
             .with_token_settings(config.service_tokens)
-            .with_alerts(config.alerts.clone()),
+            .with_alerts(config.alerts.clone())
+            .with_event_settings(config.events.clone()),
             max_body_bytes: config.max_body_bytes(),
             metrics_token: config.metrics_token.clone(),
             proxies: config.trusted_proxies.clone(),
@@ -113,6 +117,7 @@ impl Application {
             Some(grpc_port) => Some(spawn_grpc(&state.vault, &config, grpc_port)?),
             None => None,
         };
+        let event_ender = state.vault.event_stream_ender();
         let https = tls.is_some();
         let server = run(listener, state, tls, &config)?;
         let grpc_port = grpc.as_ref().map(|g| g.port);
@@ -121,6 +126,7 @@ impl Application {
             port,
             server,
             grpc,
+            end_event_streams: Box::new(event_ender),
             shutdown_timeout: std::time::Duration::from_secs(config.shutdown_timeout_secs),
         })
     }
@@ -145,6 +151,12 @@ impl Application {
                 end_watches();
             });
         }
+        // Event streams likewise: end them so HTTP drains at once.
+        let end_event_streams = self.end_event_streams;
+        tokio::spawn(async move {
+            terminated().await;
+            end_event_streams();
+        });
         let served = self.server.await;
         if let Some(grpc) = self.grpc {
             grpc.stop(self.shutdown_timeout).await;
@@ -230,6 +242,7 @@ fn run(
             .configure(api::secrets::configure)
             .configure(api::projects::configure)
             .configure(api::scan::configure)
+            .configure(api::events::configure)
             .configure(api::audit::configure)
             .configure(api::access_requests::configure)
             .configure(api::policies::configure)

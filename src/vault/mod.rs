@@ -11,6 +11,7 @@
 pub mod access;
 pub mod alerts;
 pub mod audit_query;
+pub mod event_stream;
 pub mod events;
 pub mod keys;
 pub mod named;
@@ -100,6 +101,8 @@ pub enum Op {
     AuditSummary,
     /// An alert raised (see `alerts`): written by the replica that raised it.
     Alert,
+    /// A `GET /api/events` stream opened (one record per stream, not per event).
+    WatchEvents,
 }
 
 impl Op {
@@ -144,6 +147,7 @@ impl Op {
             Op::ScanMatch => "scan_match",
             Op::AuditSummary => "audit_summary",
             Op::Alert => "alert",
+            Op::WatchEvents => "watch_events",
         }
     }
 }
@@ -307,6 +311,10 @@ pub struct Vault {
     fingerprint_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
     /// Failed-access and anomaly counts of this replica (see `alerts`).
     alerts: Arc<alerts::Alerts>,
+    /// Stored secret events and the `GET /api/events` streams of this replica.
+    event_hub: Arc<event_stream::EventHub>,
+    /// Derives the event ids' key (see `with_event_settings`).
+    event_id_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -358,7 +366,13 @@ impl Vault {
     ) -> Result<Self, crate::crypto::KeyringError> {
         let cursor_key = Arc::new(keyring.derive("list-cursor")?);
         let fingerprint_key = Arc::new(keyring.derive_bytes("leak-fingerprint")?);
+        let event_id_key = Arc::new(keyring.derive_bytes("event-id")?);
         Ok(Self {
+            event_hub: Arc::new(event_stream::EventHub::new(
+                Default::default(),
+                &event_id_key,
+            )),
+            event_id_key,
             events: tokio::sync::broadcast::channel(events::BACKLOG).0,
             cursor_key,
             audit_sink: AuditSink::spawn(&db),
@@ -386,6 +400,12 @@ impl Vault {
     /// The alert thresholds (`ALERT_*`); the flush task starts with `spawn_alerts`.
     pub fn with_alerts(mut self, settings: alerts::AlertSettings) -> Self {
         self.alerts = Arc::new(alerts::Alerts::new(settings));
+        self
+    }
+
+    /// Event retention and the bound on open event streams.
+    pub fn with_event_settings(mut self, settings: event_stream::EventSettings) -> Self {
+        self.event_hub = Arc::new(event_stream::EventHub::new(settings, &self.event_id_key));
         self
     }
 
@@ -452,7 +472,10 @@ impl Vault {
                     }
                     return Err(e.into());
                 }
-                self.publish_events(meta, scope);
+                let now = chrono::Utc::now();
+                // Stored before the answer: a client that saw the answer finds the event.
+                self.store_events(meta, scope, now).await;
+                self.publish_events(meta, scope, now);
                 count_operation(meta, scope.op, Outcome::Success);
                 if matches!(scope.op, Op::Read | Op::Fetch) {
                     self.alerts.read(meta.actor(), meta.client_ip.as_deref());
@@ -471,7 +494,7 @@ impl Vault {
         self.events.subscribe()
     }
 
-    fn publish_events(&self, meta: &RequestMeta, scope: &Scope) {
+    fn publish_events(&self, meta: &RequestMeta, scope: &Scope, ts: chrono::DateTime<chrono::Utc>) {
         for kind in &scope.events {
             // No listener is not an error: events are a copy, the audit trail is the record.
             crate::metrics::METRICS
@@ -480,7 +503,7 @@ impl Vault {
                 .inc();
             let _ = self.events.send(events::Event {
                 kind,
-                ts: chrono::Utc::now(),
+                ts,
                 actor: meta.actor().to_string(),
                 project: scope.project.clone(),
                 path: scope.path.clone(),
