@@ -200,6 +200,8 @@ struct TemplateState {
     /// Of the last render written (or found unchanged).
     digest: Option<[u8; 32]>,
     output: Option<[u8; 32]>,
+    /// The last render failure logged (names and codes, never a value).
+    failure: Option<String>,
 }
 
 struct Agent {
@@ -384,15 +386,20 @@ impl Agent {
         let output = match rendered {
             Ok(o) => Zeroizing::new(o),
             Err(m) => {
-                self.log(&format!(
-                    "{}: render failed, {} kept as it was: {m}",
-                    t.name,
-                    t.destination.display()
-                ));
+                // Once per distinct failure, not at every poll.
+                if self.states[i].failure.as_ref() != Some(&m) {
+                    self.log(&format!(
+                        "{}: render failed, {} kept as it was: {m}",
+                        t.name,
+                        t.destination.display()
+                    ));
+                    self.states[i].failure = Some(m);
+                }
                 return Err(());
             }
         };
         let state = &mut self.states[i];
+        state.failure = None;
         if !first && state.digest == Some(digest) {
             return Ok(false);
         }
