@@ -133,7 +133,7 @@ async fn agent_once_renders_every_template_form() {
     write(&d.join("flag.tmpl"), "{{ secret(\"billing/dev/db\") }}");
     write(
         &d.join("agent.yaml"),
-        "templates:\n  - source: all.tmpl\n    destination: out/all.env\n    mode: \"0640\"\n  - contents: 'inline {{ secret(\"billing/prod/db\") }}'\n    destination: out/inline.txt\n",
+        "templates:\n  - source: all.tmpl\n    destination: out/all.env\n    mode: \"0640\"\n  - contents: 'inline {{ secret(\"billing/prod/db\") }}'\n    destination: out/inline.txt\n    user: nobody\n    group: nogroup\n",
     );
     std::fs::create_dir(d.join("out")).expect("mkdir");
     let mut cmd = Command::new(BIN);
@@ -164,6 +164,25 @@ async fn agent_once_renders_every_template_form() {
     assert_eq!(mode("out/all.env"), 0o640, "the configured mode");
     assert_eq!(mode("out/inline.txt"), 0o600, "the default mode");
     assert_eq!(mode("out/flag.txt"), 0o600, "the default mode");
+    // The owner is applied when the agent runs as root (as the tests do in CI).
+    let inline = std::fs::metadata(d.join("out/inline.txt")).expect("meta");
+    if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name("nobody")
+            .ok()
+            .flatten()
+            .expect("nobody");
+        let group = nix::unistd::Group::from_name("nogroup")
+            .ok()
+            .flatten()
+            .expect("nogroup");
+        assert_eq!(
+            (inline.uid(), inline.gid()),
+            (user.uid.as_raw(), group.gid.as_raw()),
+            "nobody:nogroup"
+        );
+    } else {
+        assert!(log.contains("applied only when running as root"), "{log}");
+    }
     for value in ["pg-pass-1", "api-key-2", &app.identity.token] {
         assert!(
             !log.contains(value),
@@ -556,4 +575,189 @@ async fn run_watch_restarts_the_child_when_its_secret_changes() {
         })
         .await;
     assert!(!agent.log().contains("w-2"), "no value in the log");
+}
+
+/// `secret-manager serve` on `port` over `db`, with the tester's token.
+fn serve(port: u16, db: &str, master_key: &str, who: &Identity) -> Agent {
+    let dir = std::env::temp_dir();
+    let log = dir.join(format!("served-{}.log", uuid::Uuid::new_v4().simple()));
+    let child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CONFIG_FILE", "/dev/null")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("GRPC_PORT", "0")
+        .env("MONGO_URI", crate::helpers::mongo_uri())
+        .env("MONGO_DB", db)
+        .env("MASTER_KEY", master_key)
+        .env(format!("TOKEN_{}", who.service), &who.token)
+        .env(format!("ALLOW_{}", who.service), "*")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("serve starts");
+    Agent { child, log }
+}
+
+async fn wait_live(url: &str, server: &Agent) {
+    let http = reqwest::Client::new();
+    server
+        .until("the server to be live", || {
+            // A blocking probe is fine here: the server is another process.
+            std::net::TcpStream::connect(url.trim_start_matches("http://")).is_ok()
+        })
+        .await;
+    let end = Instant::now() + DEADLINE;
+    while !http
+        .get(format!("{url}/health/live"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < end, "not live: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs GET /api/events (branch `events`)"]
+async fn agent_survives_a_server_restart_and_resumes_the_event_stream() {
+    // The agent follows server A (a process); writes go through B (same
+    // database), also while A is down.
+    let db = crate::helpers::unique_db_name();
+    let key = secret_manager::crypto::MasterKey::generate()
+        .to_base64()
+        .to_string();
+    let who = Identity::new("tester");
+    let token_var = format!("TOKEN_{}", who.service);
+    let writer = crate::helpers::spawn_app_with(&[
+        ("MONGO_DB", &db),
+        ("MASTER_KEY", &key),
+        (&token_var, &who.token),
+    ])
+    .await;
+    let port = crate::helpers::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = serve(port, &db, &key, &who);
+    wait_live(&url, &server).await;
+    set(&writer, "resume/db", "r-1").await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(&d.join("t.tmpl"), "{{ secret(\"resume/db\") }}");
+    // Polling so rare that only the event stream can bring the changes.
+    let agent = Agent::start(
+        &url,
+        &who,
+        d,
+        &[
+            "agent",
+            "--template",
+            "t.tmpl:out.txt",
+            "--poll-interval",
+            "1h",
+        ],
+    );
+    let out = d.join("out.txt");
+    agent
+        .until("the first render", || read(&out) == "r-1")
+        .await;
+    agent
+        .until("the stream", || {
+            agent.log().contains("following the event stream (push)")
+        })
+        .await;
+    set(&writer, "resume/db", "r-2").await;
+    agent
+        .until("the pushed change", || read(&out) == "r-2")
+        .await;
+
+    // A goes down; a change is made meanwhile; A comes back.
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    agent
+        .until("the agent to notice", || {
+            agent.log().contains("event stream lost")
+        })
+        .await;
+    set(&writer, "resume/db", "r-3").await;
+    server = serve(port, &db, &key, &who);
+    wait_live(&url, &server).await;
+    // With `Last-Event-ID` the missed change is replayed after the reconnect.
+    agent
+        .until("the change made while A was down", || read(&out) == "r-3")
+        .await;
+    assert!(
+        agent
+            .log()
+            .matches("following the event stream (push)")
+            .count()
+            >= 2,
+        "{}",
+        agent.log()
+    );
+    set(&writer, "resume/db", "r-4").await;
+    agent
+        .until("pushes after the restart", || read(&out) == "r-4")
+        .await;
+    drop(server);
+}
+
+/// Change → file latency over 100 updates (run by hand; see docs/BENCHMARKS.md).
+#[tokio::test]
+#[ignore]
+async fn agent_change_to_file_latency() {
+    let app = spawn_app().await;
+    set(&app, "latency/db", "l-0").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(&d.join("t.tmpl"), "{{ secret(\"latency/db\") }}");
+    let agent = Agent::start(
+        &app.address,
+        &app.identity,
+        d,
+        &["agent", "--template", "t.tmpl:out.txt"],
+    );
+    let out = d.join("out.txt");
+    agent
+        .until("the first render", || read(&out) == "l-0")
+        .await;
+    agent
+        .until("push mode", || {
+            agent.log().contains("(push)") || agent.log().contains("polling")
+        })
+        .await;
+    let mode = if agent.log().contains("(push)") {
+        "push"
+    } else {
+        "polling"
+    };
+    let mut latencies = Vec::new();
+    for i in 1..=100 {
+        let value = format!("l-{i}");
+        let start = Instant::now();
+        set(&app, "latency/db", &value).await;
+        let end = start + DEADLINE;
+        while read(&out) != value {
+            assert!(
+                Instant::now() < end,
+                "update {i} never arrived: {}",
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    println!(
+        "agent change->file latency ({mode}, {} updates): p50 {:?}, p95 {:?}, max {:?}",
+        latencies.len(),
+        at(0.50),
+        at(0.95),
+        latencies[latencies.len() - 1]
+    );
+    assert!(at(0.95) <= Duration::from_secs(1), "p95 above 1 s");
 }
