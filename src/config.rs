@@ -64,6 +64,8 @@ struct RawEnv {
     grpc_port: Option<String>,
     grpc_enabled: Option<String>,
     mongo_write_concern: Option<String>,
+    events_retention: Option<String>,
+    events_max_streams: Option<String>,
 }
 
 /// The validated configuration of one service instance.
@@ -101,6 +103,8 @@ pub struct Config {
     /// The gRPC port (`GRPC_PORT`, default 9000; 0 picks a free one), or
     /// `None` when `GRPC_ENABLED=false`.
     pub grpc_port: Option<u16>,
+    /// `EVENTS_RETENTION`, `EVENTS_MAX_STREAMS`: `GET /api/events`.
+    pub events: crate::vault::event_stream::EventSettings,
     /// Start-up warnings (logged by `Application::build`): settings given in
     /// both the environment and `config.yaml` with different values. The
     /// environment wins. Never a secret value.
@@ -306,6 +310,7 @@ impl Config {
                 trust_proxy_headers.unwrap_or(false),
             ),
         );
+        let events = event_settings(&mut p, raw.events_retention, raw.events_max_streams);
         let shutdown_timeout_secs = p.bounded(
             "SHUTDOWN_TIMEOUT_SECS",
             raw.shutdown_timeout_secs,
@@ -435,6 +440,7 @@ impl Config {
                 shutdown_timeout_secs,
                 http,
                 grpc_port,
+                events: events.unwrap_or_default(),
                 warnings,
             }),
             _ => Err(ConfigError(errors)),
@@ -467,6 +473,36 @@ fn overridden<T: PartialEq + std::fmt::Display>(
             ));
         }
     }
+}
+
+/// `EVENTS_RETENTION` (1 minute to 90 days, default 24h) and
+/// `EVENTS_MAX_STREAMS` (1 to 100,000, default 1024).
+fn event_settings(
+    p: &mut Parser<'_>,
+    retention: Option<String>,
+    max_streams: Option<String>,
+) -> Option<crate::vault::event_stream::EventSettings> {
+    let default = crate::vault::event_stream::EventSettings::default();
+    let retention = collect(
+        p.errors,
+        settings::duration(
+            "EVENTS_RETENTION",
+            retention.as_deref(),
+            default.retention,
+            (Duration::from_secs(60), Duration::from_secs(90 * 86_400)),
+        ),
+    );
+    let max_streams = p.bounded(
+        "EVENTS_MAX_STREAMS",
+        max_streams,
+        default.max_streams,
+        1,
+        100_000,
+    );
+    Some(crate::vault::event_stream::EventSettings {
+        retention: retention?,
+        max_streams: max_streams?,
+    })
 }
 
 /// The value, or `None` after recording the problem.

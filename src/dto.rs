@@ -796,3 +796,54 @@ impl From<ServiceRoles> for RolesResponse {
         }
     }
 }
+
+// ---- change events ----
+
+/// A secret change event as `GET /api/events` (`data:`) and NATS
+/// `vault.events.secret.<project>` carry it: names and a version, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretEvent {
+    /// `secret_created`, `secret_updated`, `secret_deleted`, `secret_restored`,
+    /// `stub_created`, ... (any event naming a project and a path).
+    #[schema(example = "secret_updated")]
+    pub kind: String,
+    pub project: String,
+    pub path: String,
+    /// The version written; absent when the event has none (a delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// RFC 3339, UTC, whole seconds.
+    #[schema(example = "2026-11-30T02:00:00Z")]
+    pub ts: String,
+    /// The service that caused it.
+    pub actor: String,
+}
+
+impl SecretEvent {
+    fn time(ts: &DateTime<Utc>) -> String {
+        ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    /// The event as streamed; `None` when it names no project and path.
+    pub fn of(e: &crate::vault::events::Event) -> Option<Self> {
+        Some(Self {
+            kind: e.kind.to_string(),
+            project: e.project.clone()?,
+            path: e.path.clone()?,
+            version: e.version,
+            ts: Self::time(&e.ts),
+            actor: e.actor.clone(),
+        })
+    }
+
+    pub fn of_stored(e: &crate::vault::event_stream::StreamEvent) -> Self {
+        Self {
+            kind: e.kind.clone(),
+            project: e.project.clone(),
+            path: e.path.clone(),
+            version: e.version,
+            ts: Self::time(&e.ts),
+            actor: e.actor.clone(),
+        }
+    }
+}

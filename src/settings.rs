@@ -11,6 +11,8 @@
 //! - Errors name the variable (and, for `X_FILE`, the path and the I/O error
 //!   kind), never the value.
 
+use std::time::Duration;
+
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
@@ -94,8 +96,81 @@ pub fn boolean(name: &str, value: Option<&str>, default: bool) -> Result<bool, S
     }
 }
 
+/// Parses a duration setting: a whole number followed by `s`, `m`, `h` or
+/// `d` (`90m`, `24h`, `7d`; a bare number is seconds), within `min..=max`;
+/// unset or empty gives `default`.
+pub fn duration(
+    name: &str,
+    value: Option<&str>,
+    default: Duration,
+    (min, max): (Duration, Duration),
+) -> Result<Duration, String> {
+    let Some(text) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(default);
+    };
+    let bad = || {
+        format!(
+            "`{name}` must be a duration such as `90m`, `24h` or `7d`, from {}s to {}s (got `{text}`)",
+            min.as_secs(),
+            max.as_secs()
+        )
+    };
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
+        _ => (text, 's'),
+    };
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let secs = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(bad)?;
+    let d = Duration::from_secs(secs);
+    if d < min || d > max {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_take_a_unit_and_stay_within_bounds() {
+        let b = (Duration::from_secs(60), Duration::from_secs(86_400 * 90));
+        let d = |v| duration("EVENTS_RETENTION", Some(v), Duration::from_secs(1), b);
+        assert_eq!(d("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(d(" 90m "), Ok(Duration::from_secs(5400)));
+        assert_eq!(d("7D"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(d("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(d("3600s"), Ok(Duration::from_secs(3600)));
+        assert_eq!(
+            duration("X", None, Duration::from_secs(9), b),
+            Ok(Duration::from_secs(9))
+        );
+        for bad in [
+            "59s",
+            "91d",
+            "h",
+            "1.5h",
+            "-1h",
+            "10w",
+            "1e3",
+            "99999999999999999999d",
+        ] {
+            let e = d(bad).expect_err(bad);
+            assert!(
+                e.starts_with("`EVENTS_RETENTION` must be a duration"),
+                "{e}"
+            );
+        }
+    }
+
     use secrecy::ExposeSecret;
 
     use super::*;

@@ -26,6 +26,8 @@ pub struct Application {
     server: Server,
     /// Stopped after the HTTP server (or when the application is dropped).
     grpc: Option<crate::grpc::GrpcServer>,
+    /// Ends the open `GET /api/events` streams.
+    end_event_streams: Box<dyn Fn() + Send + Sync>,
     shutdown_timeout: std::time::Duration,
 }
 
@@ -53,6 +55,7 @@ impl Application {
         let tls = config.http.tls.as_ref().map(load_tls).transpose()?;
         let db = store::connect(&config.store).await?;
         store::ensure_indexes(&db, config.audit_ttl_days).await?;
+        store::events::ensure_indexes(&db, config.events.retention).await?;
         let keyring = Keyring::open(
             db.clone(),
             config.master_key.clone(),
@@ -92,7 +95,8 @@ impl Application {
                 FailureLimiter::new(config.auth_failure_burst, config.auth_failure_per_minute),
                 limits,
             )?
-            .with_token_settings(config.service_tokens),
+            .with_token_settings(config.service_tokens)
+            .with_event_settings(config.events.clone()),
             max_body_bytes: config.max_body_bytes(),
             metrics_token: config.metrics_token.clone(),
             proxies: config.trusted_proxies.clone(),
@@ -111,6 +115,7 @@ impl Application {
             Some(grpc_port) => Some(spawn_grpc(&state.vault, &config, grpc_port)?),
             None => None,
         };
+        let event_ender = state.vault.event_stream_ender();
         let https = tls.is_some();
         let server = run(listener, state, tls, &config)?;
         let grpc_port = grpc.as_ref().map(|g| g.port);
@@ -119,6 +124,7 @@ impl Application {
             port,
             server,
             grpc,
+            end_event_streams: Box::new(event_ender),
             shutdown_timeout: std::time::Duration::from_secs(config.shutdown_timeout_secs),
         })
     }
@@ -143,6 +149,12 @@ impl Application {
                 end_watches();
             });
         }
+        // Event streams likewise: end them so HTTP drains at once.
+        let end_event_streams = self.end_event_streams;
+        tokio::spawn(async move {
+            terminated().await;
+            end_event_streams();
+        });
         let served = self.server.await;
         if let Some(grpc) = self.grpc {
             grpc.stop(self.shutdown_timeout).await;
@@ -227,6 +239,7 @@ fn run(
             .configure(api::secrets::configure)
             .configure(api::projects::configure)
             .configure(api::scan::configure)
+            .configure(api::events::configure)
             .configure(api::audit::configure)
             .configure(api::access_requests::configure)
             .configure(api::policies::configure)

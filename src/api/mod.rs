@@ -3,6 +3,7 @@
 pub mod access_requests;
 pub mod audit;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod identity;
 pub mod metrics;

@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         (name = "policies", description = "Policies and role bindings managed at run time (config.yaml's are read-only)"),
         (name = "sys", description = "Data keys: rotation, rewrap, status"),
         (name = "service-tokens", description = "Self-registered service tokens and their approval"),
+        (name = "events", description = "Secret change events (Server-Sent Events), resumable"),
         (name = "scan", description = "Which managed secrets a scanner's findings are"),
         (name = "health", description = "Liveness and readiness"),
     )

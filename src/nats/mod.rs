@@ -378,6 +378,11 @@ fn publish_events(vault: &Vault, client: async_nats::Client) {
                     if let Err(e) = client.publish(subject, json.into()).await {
                         tracing::warn!(error = %e, "could not publish an event to NATS");
                     }
+                    if let Some((subject, json)) = secret_subject(&event) {
+                        if let Err(e) = client.publish(subject, json.into()).await {
+                            tracing::warn!(error = %e, "could not publish a secret event to NATS");
+                        }
+                    }
                 }
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(
@@ -393,3 +398,20 @@ fn publish_events(vault: &Vault, client: async_nats::Client) {
 
 /// Change events go to `vault.events.<kind>`.
 pub const EVENTS_PREFIX: &str = "vault.events";
+
+/// Events naming a project and a path also go to `vault.events.secret.<project>`.
+pub const SECRET_EVENTS_PREFIX: &str = "vault.events.secret";
+
+/// `vault.events.secret.<project>` and the event as `GET /api/events` sends
+/// it (`dto::SecretEvent`), for an event that names a project and a path.
+/// A `.` in a project name separates subject tokens (`a.b` →
+/// `vault.events.secret.a.b`); a name that would leave an empty token (a
+/// trailing `.`, or `..`) is not a valid subject and gets none.
+fn secret_subject(event: &crate::vault::events::Event) -> Option<(String, Vec<u8>)> {
+    let data = crate::dto::SecretEvent::of(event)?;
+    if data.project.split('.').any(str::is_empty) {
+        return None;
+    }
+    let json = serde_json::to_vec(&data).ok()?;
+    Some((format!("{SECRET_EVENTS_PREFIX}.{}", data.project), json))
+}

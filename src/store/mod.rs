@@ -4,6 +4,7 @@
 pub mod access_requests;
 pub mod audit;
 pub mod audit_sink;
+pub mod events;
 pub mod keyring;
 pub mod policies;
 pub mod projects;

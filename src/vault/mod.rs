@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod audit_query;
+pub mod event_stream;
 pub mod events;
 pub mod keys;
 pub mod named;
@@ -97,6 +98,8 @@ pub enum Op {
     /// A scanner asked which managed secrets its findings are.
     ScanMatch,
     AuditSummary,
+    /// A `GET /api/events` stream opened (one record per stream, not per event).
+    WatchEvents,
 }
 
 impl Op {
@@ -140,6 +143,7 @@ impl Op {
             Op::Watch => "watch",
             Op::ScanMatch => "scan_match",
             Op::AuditSummary => "audit_summary",
+            Op::WatchEvents => "watch_events",
         }
     }
 }
@@ -293,6 +297,10 @@ pub struct Vault {
     watch_slots: Arc<tokio::sync::Semaphore>,
     /// Keys the leak fingerprints of stored values (see `scan_match`).
     fingerprint_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
+    /// Stored secret events and the `GET /api/events` streams of this replica.
+    event_hub: Arc<event_stream::EventHub>,
+    /// Derives the event ids' key (see `with_event_settings`).
+    event_id_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -344,7 +352,13 @@ impl Vault {
     ) -> Result<Self, crate::crypto::KeyringError> {
         let cursor_key = Arc::new(keyring.derive("list-cursor")?);
         let fingerprint_key = Arc::new(keyring.derive_bytes("leak-fingerprint")?);
+        let event_id_key = Arc::new(keyring.derive_bytes("event-id")?);
         Ok(Self {
+            event_hub: Arc::new(event_stream::EventHub::new(
+                Default::default(),
+                &event_id_key,
+            )),
+            event_id_key,
             events: tokio::sync::broadcast::channel(events::BACKLOG).0,
             cursor_key,
             audit_sink: AuditSink::spawn(&db),
@@ -364,6 +378,12 @@ impl Vault {
     /// Registration limits for self-registered service tokens.
     pub fn with_token_settings(mut self, settings: service_tokens::TokenSettings) -> Self {
         self.tokens = Arc::new(service_tokens::TokenBook::new(settings));
+        self
+    }
+
+    /// Event retention and the bound on open event streams.
+    pub fn with_event_settings(mut self, settings: event_stream::EventSettings) -> Self {
+        self.event_hub = Arc::new(event_stream::EventHub::new(settings, &self.event_id_key));
         self
     }
 
@@ -428,7 +448,10 @@ impl Vault {
                     }
                     return Err(e.into());
                 }
-                self.publish_events(meta, scope);
+                let now = chrono::Utc::now();
+                // Stored before the answer: a client that saw the answer finds the event.
+                self.store_events(meta, scope, now).await;
+                self.publish_events(meta, scope, now);
                 count_operation(meta, scope.op, Outcome::Success);
                 Ok(value)
             }
@@ -444,7 +467,7 @@ impl Vault {
         self.events.subscribe()
     }
 
-    fn publish_events(&self, meta: &RequestMeta, scope: &Scope) {
+    fn publish_events(&self, meta: &RequestMeta, scope: &Scope, ts: chrono::DateTime<chrono::Utc>) {
         for kind in &scope.events {
             // No listener is not an error: events are a copy, the audit trail is the record.
             crate::metrics::METRICS
@@ -453,7 +476,7 @@ impl Vault {
                 .inc();
             let _ = self.events.send(events::Event {
                 kind,
-                ts: chrono::Utc::now(),
+                ts,
                 actor: meta.actor().to_string(),
                 project: scope.project.clone(),
                 path: scope.path.clone(),

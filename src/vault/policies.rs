@@ -79,6 +79,11 @@ impl LivePolicies {
         self.engine().is_allowed(service, action, resource)
     }
 
+    /// Whether any allow rule of `service` reaches a secret inside `project`.
+    pub fn grants_anything_in_project(&self, service: &str, project: &str) -> bool {
+        self.engine().grants_anything_in_project(service, project)
+    }
+
     pub fn may_register_project(&self, service: &str, name: &str) -> bool {
         self.engine().may_register_project(service, name)
     }

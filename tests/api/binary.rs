@@ -400,3 +400,62 @@ fn keygen_prints_a_usable_key_and_writes_a_private_file() {
         .expect("keygen");
     assert!(!again.success(), "never overwrites an existing key file");
 }
+
+/// An open `GET /api/events` stream never ends by itself either: on SIGTERM
+/// it ends at once (the client resumes elsewhere with `Last-Event-ID`) and
+/// the process exits long before the shutdown timeout.
+#[tokio::test]
+async fn sigterm_ends_open_event_streams_and_exits_cleanly() {
+    use futures_util::StreamExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = Served(serve(
+        dir.path(),
+        &[
+            ("MASTER_KEY", MasterKey::generate().to_base64().to_string()),
+            ("MONGO_URI", mongo_uri()),
+            ("MONGO_DB", unique_db_name()),
+            ("HOST", "127.0.0.1".into()),
+            ("PORT", port.to_string()),
+            ("SHUTDOWN_TIMEOUT_SECS", "60".into()),
+            ("CONFIG_FILE", "/dev/null".into()),
+            ("TOKEN_bin-test", TOKEN.into()),
+            ("ALLOW_bin-test", "*".into()),
+        ],
+    ));
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &url, &mut child).await;
+    let res = client
+        .get(format!("{url}/api/events?project=ops"))
+        .header("x-service", "bin-test")
+        .header("x-token", TOKEN)
+        .send()
+        .await
+        .expect("stream opens");
+    assert_eq!(res.status(), 200);
+    let mut body = res.bytes_stream();
+    let first = body.next().await.expect("a frame").expect("bytes");
+    assert!(first.starts_with(b"retry: 1000"), "{first:?}");
+
+    let asked = Instant::now();
+    sigterm(&child);
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends on shutdown");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut child, Duration::from_secs(30));
+        drop(child);
+        status
+    })
+    .await
+    .expect("join");
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "not held until the 60 s shutdown timeout: {:?}",
+        asked.elapsed()
+    );
+}

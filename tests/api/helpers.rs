@@ -181,7 +181,7 @@ impl TestApp {
     }
 }
 
-async fn into_response(res: reqwest::Response) -> Response {
+pub async fn into_response(res: reqwest::Response) -> Response {
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let text = res.text().await.expect("body");

@@ -664,14 +664,14 @@ async fn requests_over_the_in_flight_limit_are_answered_busy() {
 
 /// deploy/nats-server.conf with passwords of this test's own; with `tls`, a
 /// copy of it with a `tls {}` block for the test certificate.
-struct SecuredBus {
-    server: NatsServer,
+pub(crate) struct SecuredBus {
+    pub(crate) server: NatsServer,
     passwords: [(&'static str, String); 3],
     _dir: tempfile::TempDir,
 }
 
 impl SecuredBus {
-    fn start(tls: Option<&crate::helpers::TestCerts>) -> Self {
+    pub(crate) fn start(tls: Option<&crate::helpers::TestCerts>) -> Self {
         let passwords = [
             (
                 "secret-manager",
@@ -707,7 +707,7 @@ impl SecuredBus {
         }
     }
 
-    fn password(&self, user: &str) -> &str {
+    pub(crate) fn password(&self, user: &str) -> &str {
         &self
             .passwords
             .iter()
@@ -718,7 +718,7 @@ impl SecuredBus {
 
     /// An agent's connection: its own user, its own inbox prefix; every
     /// server event (permission violations among them) goes to the receiver.
-    async fn agent(
+    pub(crate) async fn agent(
         &self,
         user: &str,
     ) -> (
@@ -743,7 +743,7 @@ impl SecuredBus {
 }
 
 /// Waits (bounded) for the server to report a permissions violation.
-async fn permission_violation(
+pub(crate) async fn permission_violation(
     events: &mut tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
 ) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
