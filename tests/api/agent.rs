@@ -830,3 +830,50 @@ async fn run_watch_change_to_restart_latency() {
     );
     assert!(at(0.95) <= Duration::from_secs(1), "p95 above 1 s");
 }
+
+#[tokio::test]
+async fn sigterm_to_the_agent_stops_the_child_and_passes_on_its_exit_code() {
+    let app = spawn_app().await;
+    set(&app, "stop/db", "s-1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(
+        &d.join("child.sh"),
+        "echo $$ > \"$1/pid\"\ntrap 'echo bye >> \"$1/bye\"; exit 7' TERM\nwhile :; do sleep 1 & wait $!; done\n",
+    );
+    write(
+        &d.join("agent.yaml"),
+        &format!(
+            "exec:\n  command: [sh, child.sh, \"{}\"]\n  env: {{ DB: stop/db }}\n  restart: {{ grace: 5s }}\n",
+            d.display()
+        ),
+    );
+    let mut agent = Agent::start(
+        &app.address,
+        &app.identity,
+        d,
+        &["agent", "--config", "agent.yaml"],
+    );
+    let pid = d.join("pid");
+    agent
+        .until("the child", || !read(&pid).trim().is_empty())
+        .await;
+    let status = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut exited = None;
+    let end = Instant::now() + DEADLINE;
+    while exited.is_none() {
+        assert!(
+            Instant::now() < end,
+            "the agent did not stop: {}",
+            agent.log()
+        );
+        exited = agent.child.try_wait().expect("wait");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(exited.and_then(|s| s.code()), Some(7), "{}", agent.log());
+    assert_eq!(read(&d.join("bye")), "bye\n", "the child got SIGTERM");
+}
