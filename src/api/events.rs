@@ -41,7 +41,8 @@ pub const LAST_EVENT_ID: &str = "last-event-id";
 
 #[derive(Deserialize, IntoParams)]
 pub struct EventsQuery {
-    /// The project to follow (required).
+    /// The project to follow.
+    #[param(required = true, value_type = String)]
     pub project: Option<String>,
     /// Only secrets whose path starts with this (at most 512 characters, taken literally).
     pub prefix: Option<String>,

@@ -47,7 +47,8 @@
 //! each event is sent only when the caller may `read` or `list` its secret,
 //! asked of the live policy engine at that moment. The caller is
 //! authenticated again before each event it is sent and every
-//! [`RECHECK`]: a revoked token ends the stream.
+//! [`RECHECK`]: a revoked token, or no grant left in the project, ends the
+//! stream.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -520,6 +521,10 @@ impl EventHub {
     }
 }
 
+fn len(docs: &[EventDoc]) -> i64 {
+    i64::try_from(docs.len()).unwrap_or(i64::MAX)
+}
+
 impl EventStream {
     /// The next frame; `None` ends the stream (shutdown, a revoked caller, a
     /// database error: the client resumes with its last id).
@@ -532,9 +537,8 @@ impl EventStream {
                 return None;
             }
             if let Some(event) = self.take_settled().await? {
-                if self.visible(&event) {
-                    self.recheck().await.ok()?;
-                    return Some(Frame::Event(event));
+                if let Some(frame) = self.offer(event).await.ok()? {
+                    return Some(frame);
                 }
                 continue;
             }
@@ -558,9 +562,8 @@ impl EventStream {
                 Ok(event) if event.seq <= self.cursor => {}
                 Ok(event) => {
                     self.cursor = event.seq;
-                    if self.visible(&event) {
-                        self.recheck().await.ok()?;
-                        return Some(Frame::Event(event));
+                    if let Some(frame) = self.offer(event).await.ok()? {
+                        return Some(frame);
                     }
                 }
                 // Fell behind the feed: read what was missed from the database.
@@ -579,7 +582,19 @@ impl EventStream {
             let page =
                 store::after(self.vault.db(), self.cursor, Some(self.catch_up_to), PAGE).await;
             match page {
-                Ok(docs) if docs.is_empty() => self.cursor = self.catch_up_to,
+                // Below the watermark every number is stored (or a
+                // placeholder): a hole means the TTL removed events this
+                // client has not seen. End the stream: its resume gets a reset.
+                Ok(docs)
+                    if docs.is_empty()
+                        || !docs
+                            .iter()
+                            .map(|d| d.seq)
+                            .eq(self.cursor + 1..=self.cursor + len(&docs)) =>
+                {
+                    tracing::info!("an event stream fell behind the retention window; ending it");
+                    return None;
+                }
                 Ok(docs) => {
                     let hub = &self.vault.event_hub;
                     self.backlog
@@ -598,6 +613,25 @@ impl EventStream {
         Some(event)
     }
 
+    /// The frame for `event`, `None` when this caller is not to see it, or
+    /// the error that ends the stream. Any event in the project is a moment
+    /// to notice that the caller has lost every grant there (a policy check
+    /// in memory); one it is sent also authenticates it again.
+    async fn offer(&mut self, event: Arc<StreamEvent>) -> Result<Option<Frame>, ApiError> {
+        if event.project != self.project {
+            return Ok(None);
+        }
+        let policies = &self.vault.policies;
+        if !policies.grants_anything_in_project(self.meta.actor(), &self.project) {
+            self.recheck().await?;
+        }
+        if !self.visible(&event) {
+            return Ok(None);
+        }
+        self.recheck().await?;
+        Ok(Some(Frame::Event(event)))
+    }
+
     /// In the stream's project and prefix, and readable or listable by the caller now.
     fn visible(&self, e: &StreamEvent) -> bool {
         if e.project != self.project || !e.path.starts_with(&self.prefix) {
@@ -608,7 +642,9 @@ impl EventStream {
             || self.vault.may(&self.meta, Action::List, &resource)
     }
 
-    /// Authenticates the caller again; a refusal (audited by `authenticate`) ends the stream.
+    /// Authenticates the caller again (a refusal is audited by
+    /// `authenticate`) and checks it still holds a grant in the project (a
+    /// refusal is audited as a failed `watch_events`); either ends the stream.
     async fn recheck(&mut self) -> Result<(), ApiError> {
         let mut meta = self.meta.clone();
         meta.actor = None;
@@ -616,6 +652,17 @@ impl EventStream {
         self.vault
             .authenticate(&mut meta, self.credentials.service.as_deref(), token)
             .await?;
+        let vault = &self.vault;
+        if !vault
+            .policies
+            .grants_anything_in_project(meta.actor(), &self.project)
+        {
+            let err = ApiError::forbidden(meta.actor(), &self.project);
+            let mut scope = Scope::new(Op::WatchEvents);
+            scope.project(Some(&self.project));
+            vault.audit_failure(&meta, &scope, &err).await;
+            return Err(err);
+        }
         self.next_check = Instant::now() + RECHECK;
         self.meta = meta;
         Ok(())

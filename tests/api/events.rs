@@ -1143,3 +1143,104 @@ async fn an_event_stored_early_waits_for_the_one_before_and_a_lost_one_is_given_
     assert_eq!(summary(&resumed.event().await).1, "fifth");
     resumed.quiet_for(Duration::from_millis(300)).await;
 }
+
+async fn events_ttl(app: &crate::helpers::TestApp) -> Option<i64> {
+    use futures_util::TryStreamExt as _;
+    let indexes: Vec<mongodb::IndexModel> = app
+        .db
+        .collection::<mongodb::bson::Document>("events")
+        .list_indexes()
+        .await
+        .expect("indexes")
+        .try_collect()
+        .await
+        .expect("indexes");
+    indexes
+        .iter()
+        .find(|i| i.keys.get("ts").is_some())
+        .and_then(|i| i.options.as_ref()?.expire_after)
+        .map(|d| d.as_secs() as i64)
+}
+
+#[tokio::test]
+async fn events_retention_is_the_ttl_and_a_changed_one_replaces_it() {
+    let a = spawn_app_with(&[]).await;
+    assert_eq!(events_ttl(&a).await, Some(24 * 3600), "default 24h");
+    let _b = replica_of(&a, &[("EVENTS_RETENTION", "90m")]).await;
+    assert_eq!(events_ttl(&a).await, Some(5400));
+}
+
+#[test]
+fn bad_event_settings_stop_start_up_naming_the_variable() {
+    for (name, value) in [
+        ("EVENTS_RETENTION", "10s"),
+        ("EVENTS_RETENTION", "forever"),
+        ("EVENTS_RETENTION", "91d"),
+        ("EVENTS_MAX_STREAMS", "0"),
+        ("EVENTS_MAX_STREAMS", "many"),
+    ] {
+        let err = secret_manager::config::Config::from_pairs([
+            ("MASTER_KEY", "0123456789abcdef0123456789abcdef"),
+            ("CONFIG_FILE", "/dev/null"),
+            (name, value),
+        ])
+        .map(|_| ())
+        .expect_err(value);
+        assert!(err.to_string().contains(&format!("`{name}`")), "{err}");
+    }
+}
+
+/// `watcher` (token from the environment) reads `ops:*` through a run-time role.
+const ROLE_YAML: &str = "\
+policies:
+  - {name: ops-admin, permissions: [{effect: allow, actions: [admin], resources: [sys]}]}
+  - {name: ops-reader, permissions: [{effect: allow, actions: [read], resources: ['secret:ops:*']}]}
+services:
+  - {name: admin, roles: [ops-admin]}
+";
+
+#[tokio::test]
+async fn a_stream_ends_when_its_caller_has_no_grant_left_in_the_project() {
+    let (admin, watcher) = (Identity::new("admin"), Identity::new("watcher"));
+    let a = spawn_app_with_config(
+        ROLE_YAML,
+        &[
+            ("TOKEN_admin", &admin.token),
+            ("TOKEN_watcher", &watcher.token),
+            ("ALLOWED_SERVICES", "watcher"),
+        ],
+    )
+    .await;
+    let roles = |roles: Value| {
+        let (a, admin) = (&a, &admin);
+        async move {
+            let res = send(
+                a,
+                admin,
+                Method::PUT,
+                "/api/services/watcher/roles",
+                Some(json!({ "roles": roles })),
+            )
+            .await;
+            assert_eq!(res.status, 200, "{}", res.text);
+        }
+    };
+    roles(json!(["ops-reader"])).await;
+    let mut stream = opened(&a, &watcher, "project=ops", None).await;
+    put(&a, "ops", "one", "v").await;
+    assert_eq!(summary(&stream.event().await).1, "one");
+
+    roles(json!([])).await;
+    put(&a, "ops", "two", "v").await;
+    assert_eq!(
+        stream.poll_frame(Duration::from_secs(10)).await,
+        Some(None),
+        "the stream ends, sending nothing more"
+    );
+    let records = watch_events_records(&a).await;
+    let outcomes: Vec<&str> = records
+        .iter()
+        .map(|r| r.get_str("outcome").expect("outcome"))
+        .collect();
+    assert_eq!(outcomes, ["success", "denied"], "{records:?}");
+}
