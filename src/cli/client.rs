@@ -178,6 +178,8 @@ pub fn parse_env_secret(arg: &str) -> std::result::Result<EnvSecret, String> {
 
 pub struct Client {
     http: reqwest::Client,
+    /// For long-lived event streams (`GET /api/events`).
+    stream_http: reqwest::Client,
     /// The service URL; never "cannot-be-a-base" (checked in `new`).
     base: Url,
     service: Option<String>,
@@ -207,31 +209,25 @@ impl Client {
             .ok()
             .filter(|u| !u.cannot_be_a_base())
             .ok_or_else(|| Failure::Usage(format!("`--url {}` is not a service URL", conn.url)))?;
+        let roots = match &conn.cacert {
+            Some(path) => read_roots(path)?,
+            None => Vec::new(),
+        };
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
-        if let Some(path) = &conn.cacert {
-            let pem = std::fs::read(path).map_err(|e| {
-                Failure::Usage(format!(
-                    "cannot read the CA file {}: {}",
-                    path.display(),
-                    e.kind()
-                ))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
-                Failure::Usage(format!("{} holds no PEM certificate", path.display()))
-            })?;
-            if certs.is_empty() {
-                return Err(Failure::Usage(format!(
-                    "{} holds no PEM certificate",
-                    path.display()
-                )));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+        // Event streams stay open: no overall deadline, but a silent connection
+        // (the server pings every 15 s) is dropped after 45 s.
+        let mut streams = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(45));
+        for cert in roots {
+            builder = builder.add_root_certificate(cert.clone());
+            streams = streams.add_root_certificate(cert);
         }
         let http = builder.build().map_err(|e| Failure::Usage(e.to_string()))?;
+        let stream_http = streams.build().map_err(|e| Failure::Usage(e.to_string()))?;
         Ok(Self {
             http,
+            stream_http,
             base,
             service: conn.service.clone(),
             token,
@@ -332,11 +328,31 @@ impl Client {
     }
 }
 
+/// The root certificates of a `--cacert` PEM file.
+fn read_roots(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).map_err(|e| {
+        Failure::Usage(format!(
+            "cannot read the CA file {}: {}",
+            path.display(),
+            e.kind()
+        ))
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| Failure::Usage(format!("{} holds no PEM certificate", path.display())))?;
+    if certs.is_empty() {
+        return Err(Failure::Usage(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
 /// A non-2xx answer.
-struct Refusal {
-    status: u16,
-    code: String,
-    message: String,
+pub(crate) struct Refusal {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
 }
 
 /// What `check` found for one secret of a schema.
@@ -478,7 +494,11 @@ impl Client {
         write_stdout(&decoded(&r.secret)?)
     }
 
-    async fn secret(&self, key: &SecretKey, version: Option<i64>) -> Result<SecretResponse> {
+    pub(crate) async fn secret(
+        &self,
+        key: &SecretKey,
+        version: Option<i64>,
+    ) -> Result<SecretResponse> {
         let mut req = self.request(Method::GET, self.secret_url(key, None));
         if let Some(v) = version {
             req = req.query(&[("version", v)]);
@@ -493,6 +513,64 @@ impl Client {
             return Ok(());
         }
         write_stdout(&decoded(&r.value_b64)?)
+    }
+
+    /// Every secret of `project` whose path starts with `prefix` (values
+    /// redacted), following the pages; more than `max` is an error.
+    pub(crate) async fn list_prefix(
+        &self,
+        project: &str,
+        prefix: &str,
+        max: usize,
+    ) -> Result<Vec<crate::dto::SecretSummary>> {
+        let mut query = SecretListQuery {
+            project: Some(project.to_string()),
+            prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+            limit: Some(500),
+            ..SecretListQuery::default()
+        };
+        let mut items = Vec::new();
+        loop {
+            let req = self
+                .request(Method::GET, self.url(["api", "secrets"]))
+                .query(&query);
+            let page: SecretList = self.call(req).await?;
+            items.extend(page.items);
+            if items.len() > max {
+                return Err(Failure::Usage(format!(
+                    "more than {max} secrets under {project}/{prefix}"
+                )));
+            }
+            query.cursor = page.next_cursor;
+            if query.cursor.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// Opens `GET /api/events?project=` (Server-Sent Events), resuming after
+    /// `last_id`: the open stream, or the refusal; `Err` when the service
+    /// cannot be reached.
+    pub(crate) async fn open_events(
+        &self,
+        project: &str,
+        last_id: Option<&str>,
+    ) -> Result<std::result::Result<reqwest::Response, Refusal>> {
+        let mut req = self
+            .stream_http
+            .get(self.url(["api", "events"]))
+            .query(&[("project", project)])
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(s) = &self.service {
+            req = req.header(SERVICE_HEADER, s);
+        }
+        if let Some(t) = &self.token {
+            req = req.header(TOKEN_HEADER, t.as_str());
+        }
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        self.answer(req).await
     }
 
     pub async fn value_of(&self, key: &SecretKey) -> Result<Zeroizing<Vec<u8>>> {

@@ -1,5 +1,6 @@
 //! The command line: server subcommands and the HTTP client.
 
+pub mod agent;
 pub mod client;
 
 use std::io::Write as _;
@@ -179,10 +180,20 @@ enum Command {
         /// Every secret of this secrets.schema.json, under its name.
         #[arg(long)]
         schema: Option<PathBuf>,
+        /// Keep running: restart the command (SIGTERM, 10 s, SIGKILL) with fresh
+        /// values whenever one of its secrets changes; exit when it exits.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: how often to poll while the event stream is unavailable.
+        #[arg(long, requires = "watch", value_parser = agent::parse_interval_arg)]
+        poll_interval: Option<std::time::Duration>,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Render templates to files and supervise a child, kept current as secrets
+    /// change (pushed by the event stream; polling only when it is unavailable).
+    Agent(agent::AgentArgs),
     /// Which secrets of a secrets.schema.json are missing (recording a stub with
     /// each one's description) or ill-typed; exit 1 when any is.
     Check {
@@ -252,6 +263,18 @@ pub fn main() -> ExitCode {
             command: SchemaCommand::Combine { files },
         } => combine(&files),
         Command::Codegen { schema, lang, out } => codegen(&schema, lang, &out),
+        Command::Agent(args) => agent::agent(args),
+        Command::Run {
+            conn,
+            secrets,
+            schema,
+            watch: true,
+            poll_interval,
+            command,
+        } => match run_secrets(secrets, schema.as_deref()) {
+            Ok(secrets) => agent::run_watch(&conn, &secrets, command, poll_interval),
+            Err(code) => code,
+        },
         other => client_command(other),
     }
 }
@@ -484,6 +507,24 @@ fn bench(
     }
 }
 
+/// `run`'s secrets: the schema's first; an explicit --secret of the same name wins.
+fn run_secrets(
+    mut secrets: Vec<EnvSecret>,
+    schema: Option<&std::path::Path>,
+) -> Result<Vec<EnvSecret>, ExitCode> {
+    let Some(path) = schema else {
+        return Ok(secrets);
+    };
+    match Schema::read(path) {
+        Ok(s) => {
+            let mut all = client::schema_env(&s);
+            all.append(&mut secrets);
+            Ok(all)
+        }
+        Err(e) => Err(schema_failure("run", &e)),
+    }
+}
+
 fn client_command(command: Command) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -560,22 +601,15 @@ fn client_command(command: Command) -> ExitCode {
                 Err(e) => return schema_failure("check", &e),
             },
             Command::Run {
-                mut secrets,
+                secrets,
                 schema,
                 command,
                 ..
             } => {
-                if let Some(path) = schema {
-                    match Schema::read(&path) {
-                        // The schema's first; an explicit --secret of the same name wins.
-                        Ok(s) => {
-                            let mut all = client::schema_env(&s);
-                            all.append(&mut secrets);
-                            secrets = all;
-                        }
-                        Err(e) => return schema_failure("run", &e),
-                    }
-                }
+                let secrets = match run_secrets(secrets, schema.as_deref()) {
+                    Ok(s) => s,
+                    Err(code) => return code,
+                };
                 return match client::run(&client, &secrets, &command).await {
                     Ok(code) => code,
                     Err(f) => f.exit(),

@@ -1,5 +1,6 @@
 mod access_log;
 mod access_requests;
+mod agent;
 mod alerts;
 mod audit;
 mod auth;
