@@ -27,6 +27,8 @@ pub struct Application {
     /// Stopped after the HTTP server (or when the application is dropped).
     grpc: Option<crate::grpc::GrpcServer>,
     shutdown_timeout: std::time::Duration,
+    /// The rotation scheduler's tasks (stopped with the application).
+    scheduler: Option<crate::vault::rotation::scheduler::SchedulerHandle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,13 +94,18 @@ impl Application {
                 FailureLimiter::new(config.auth_failure_burst, config.auth_failure_per_minute),
                 limits,
             )?
-            .with_token_settings(config.service_tokens),
+            .with_token_settings(config.service_tokens)
+            .with_rotation_settings(config.rotation.clone()),
             max_body_bytes: config.max_body_bytes(),
             metrics_token: config.metrics_token.clone(),
             proxies: config.trusted_proxies.clone(),
         });
         state.vault.reload_policies().await?;
         state.vault.spawn_policy_watch();
+        let scheduler = config
+            .rotation
+            .scheduler
+            .then(|| state.vault.spawn_rotation_scheduler());
         if let Some(webhook) = config.webhook.clone() {
             crate::webhook::spawn(state.vault.subscribe_events(), webhook);
         }
@@ -120,6 +127,7 @@ impl Application {
             server,
             grpc,
             shutdown_timeout: std::time::Duration::from_secs(config.shutdown_timeout_secs),
+            scheduler,
         })
     }
 
@@ -144,6 +152,7 @@ impl Application {
             });
         }
         let served = self.server.await;
+        drop(self.scheduler);
         if let Some(grpc) = self.grpc {
             grpc.stop(self.shutdown_timeout).await;
         }
@@ -224,6 +233,7 @@ fn run(
             .configure(api::health::configure)
             .configure(api::metrics::configure)
             .configure(api::vault::configure)
+            .configure(api::rotation::configure)
             .configure(api::secrets::configure)
             .configure(api::projects::configure)
             .configure(api::scan::configure)

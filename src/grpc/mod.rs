@@ -45,7 +45,9 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | UnknownOperation | InvalidBase64 | EmptySecret | InvalidSecretId | InvalidProject
         | InvalidPath | InvalidValue | InvalidMetadata | InvalidQuery | InvalidLimit
         | InvalidCursor | InvalidPolicy | UnknownRole | InvalidPrefix | InvalidServiceName
-        | WeakToken | SecretTooLarge | UnsupportedMediaType => Code::InvalidArgument,
+        | WeakToken | SecretTooLarge | UnsupportedMediaType | InvalidRotation => {
+            Code::InvalidArgument
+        }
         Unauthorized => Code::Unauthenticated,
         Forbidden => Code::PermissionDenied,
         SecretNotFound
@@ -55,10 +57,14 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | AccessRequestNotFound
         | PolicyNotFound
         | ServiceTokenNotFound
-        | RouteNotFound => Code::NotFound,
+        | RouteNotFound
+        | RotationNotFound => Code::NotFound,
         SecretExists | ProjectExists => Code::AlreadyExists,
         SecretDeleted | VersionConflict | InvalidTransition | ManagedByConfig | KeyActive
-        | KeyInUse | KeyRecentlyRetired => Code::FailedPrecondition,
+        | KeyInUse | KeyRecentlyRetired | RotationInProgress | SecretExpired => {
+            Code::FailedPrecondition
+        }
+        RotationFailed => Code::Aborted,
         PayloadTooLarge | TooManyAuthFailures | TooManyRegistrations | TooManyPendingTokens => {
             Code::ResourceExhausted
         }

@@ -16,6 +16,7 @@ pub mod named;
 pub mod names;
 pub mod policies;
 pub mod projects;
+pub mod rotation;
 pub mod scan_match;
 pub mod seed;
 pub mod service_tokens;
@@ -97,6 +98,22 @@ pub enum Op {
     /// A scanner asked which managed secrets its findings are.
     ScanMatch,
     AuditSummary,
+    /// A rotation schedule set, read or removed.
+    RotationPut,
+    RotationRead,
+    RotationDelete,
+    /// One rotation, manual or scheduled, with its tries (see `rotation`).
+    Rotate,
+    /// Its steps, each a state change of its own: a pending version written,
+    /// read once by the verifier with its read token, discarded, promoted,
+    /// rolled back.
+    RotationStage,
+    RotationVerifyRead,
+    RotationDiscard,
+    RotationPromote,
+    RotationRollback,
+    /// `secret_expiring` published for a secret whose expiry nears.
+    ExpiryWarning,
 }
 
 impl Op {
@@ -140,6 +157,16 @@ impl Op {
             Op::Watch => "watch",
             Op::ScanMatch => "scan_match",
             Op::AuditSummary => "audit_summary",
+            Op::RotationPut => "rotation_put",
+            Op::RotationRead => "rotation_read",
+            Op::RotationDelete => "rotation_delete",
+            Op::Rotate => "rotate",
+            Op::RotationStage => "rotation_stage",
+            Op::RotationVerifyRead => "rotation_verify_read",
+            Op::RotationDiscard => "rotation_discard",
+            Op::RotationPromote => "rotation_promote",
+            Op::RotationRollback => "rotation_rollback",
+            Op::ExpiryWarning => "expiry_warning",
         }
     }
 }
@@ -203,6 +230,8 @@ pub struct Scope {
     pending: Option<String>,
     /// Transitions to publish once the operation's record is stored.
     events: Vec<&'static str>,
+    /// Published once the record of a failed operation is stored (`rotation_failed`).
+    failure_events: Vec<&'static str>,
 }
 
 impl Scope {
@@ -217,6 +246,7 @@ impl Scope {
             undo: None,
             pending: None,
             events: Vec::new(),
+            failure_events: Vec::new(),
         }
     }
 
@@ -259,6 +289,11 @@ impl Scope {
     pub fn event(&mut self, kind: &'static str) {
         self.events.push(kind);
     }
+
+    /// Publishes `kind` if the operation fails, once its record is stored.
+    pub fn event_on_failure(&mut self, kind: &'static str) {
+        self.failure_events.push(kind);
+    }
 }
 
 /// Settings of the secret operations.
@@ -293,6 +328,8 @@ pub struct Vault {
     watch_slots: Arc<tokio::sync::Semaphore>,
     /// Keys the leak fingerprints of stored values (see `scan_match`).
     fingerprint_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
+    /// Rotation settings and the receivers' HTTP client (see `rotation`).
+    rotation: Arc<rotation::RotationState>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -358,12 +395,19 @@ impl Vault {
             tokens: Arc::new(service_tokens::TokenBook::new(Default::default())),
             watch_slots: watch::slots(),
             fingerprint_key,
+            rotation: Arc::new(rotation::RotationState::new(Default::default())),
         })
     }
 
     /// Registration limits for self-registered service tokens.
     pub fn with_token_settings(mut self, settings: service_tokens::TokenSettings) -> Self {
         self.tokens = Arc::new(service_tokens::TokenBook::new(settings));
+        self
+    }
+
+    /// Rotation, expiry and scheduler settings.
+    pub fn with_rotation_settings(mut self, settings: rotation::RotationSettings) -> Self {
+        self.rotation = Arc::new(rotation::RotationState::new(settings));
         self
     }
 
@@ -434,6 +478,10 @@ impl Vault {
             }
             Err(e) => {
                 self.audit_failure(meta, scope, &e).await;
+                if !scope.failure_events.is_empty() {
+                    scope.events = std::mem::take(&mut scope.failure_events);
+                    self.publish_events(meta, scope);
+                }
                 Err(e)
             }
         }
