@@ -549,6 +549,14 @@ async fn a_schedule_is_set_shown_bounded_and_removed() {
             json!({ "expires_after": "1d", "expires_at": "2030-01-01T00:00:00Z" }),
             "both expiries",
         ),
+        (
+            json!({ "expires_at": "1969-12-31T00:00:00Z" }),
+            "expiry before 2000",
+        ),
+        (
+            json!({ "expires_at": "+10000-01-01T00:00:00Z" }),
+            "expiry after 9999",
+        ),
     ] {
         let res = put_rotation(&app, "api/key", body.clone()).await;
         assert_eq!(res.status, 400, "{why}: {body} -> {}", res.text);
@@ -616,8 +624,8 @@ async fn a_schedule_is_set_shown_bounded_and_removed() {
     )
     .await
     .assert_error(404, "rotation_not_found");
-    // Two set, eighteen refused by the vault (the two bodies refused before it carry no path).
-    assert_eq!(audited(&app, "api/key", "rotation_put", 20).await.len(), 20);
+    // Two set, twenty refused by the vault (the bodies refused before it carry no path).
+    assert_eq!(audited(&app, "api/key", "rotation_put", 22).await.len(), 22);
     assert_eq!(
         audited(&app, "api/key", "rotation_delete", 2).await.len(),
         2
@@ -707,25 +715,51 @@ async fn the_verifier_reads_the_pending_value_once_and_readers_keep_the_current_
         .await
         .assert_error(400, "invalid_query");
 
-    // Audited: the one good read with the token, the refusals, and no token in any record.
-    let token_reads = audited(&app, "svc/token", "rotation_verify_read", 5).await;
-    let outcomes: Vec<&str> = token_reads
+    // Audited: the one good read with the token as `rotation_verify_read`;
+    // the refusals as refused authentications of `read-token` (counted, like
+    // any bad credential); no token in any record.
+    let token_reads = audited(&app, "svc/token", "rotation_verify_read", 1).await;
+    assert_eq!(token_reads.len(), 1);
+    assert_eq!(token_reads[0].get_str("outcome"), Ok("success"));
+    assert_eq!(token_reads[0].get_str("actor"), Ok("read-token"));
+    assert_eq!(token_reads[0].get_i64("version").ok(), Some(2));
+    let refusals = {
+        use futures_util::TryStreamExt as _;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<mongodb::bson::Document> = app
+                .audit_logs()
+                .find(doc! { "action": "authenticate", "actor": "read-token" })
+                .await
+                .expect("query")
+                .try_collect()
+                .await
+                .expect("records");
+            if !found.is_empty() || Instant::now() > deadline {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(!refusals.is_empty(), "refused token reads are audited");
+    assert!(refusals
         .iter()
-        .map(|r| r.get_str("outcome").unwrap_or(""))
-        .collect();
-    assert_eq!(
-        outcomes.iter().filter(|o| **o == "success").count(),
-        1,
-        "{outcomes:?}"
-    );
-    assert!(token_reads
-        .iter()
-        .all(|r| r.get_str("actor") == Ok("read-token")));
+        .all(|r| r.get_str("error_code") == Ok("unauthorized")));
     let trail = format!("{:?}", audited(&app, "svc/token", "rotate", 1).await)
         + &format!("{token_reads:?}");
     assert!(!trail.contains(&token) && !trail.contains(&new_value));
     let all_events = serde_json::to_string(&events.events()).expect("json");
     assert!(!all_events.contains(&token));
+    // Guessing is limited like any credential: after the burst, 429.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(
+            TestApp::send(anon("?stage=pending", &"f".repeat(64)))
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
     let decoded = String::from_utf8(STANDARD.decode(&new_value).expect("b64")).expect("utf8");
     assert!(!all_events.contains(&decoded));
     assert!(decoded.bytes().all(|b| b"abcdef0123456789".contains(&b)));

@@ -439,6 +439,16 @@ impl Vault {
                 }
                 None => None,
             };
+            let in_range = |t: &DateTime<Utc>| {
+                let year = chrono::Datelike::year(t);
+                (2000..=9999).contains(&year)
+            };
+            if input.expires_at.as_ref().is_some_and(|t| !in_range(t)) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRotation,
+                    "`expires_at` must be a time in the years 2000-9999",
+                ));
+            }
             if expires_after.is_some() && input.expires_at.is_some() {
                 return Err(ApiError::new(
                     ErrorCode::InvalidRotation,
@@ -955,8 +965,11 @@ impl Vault {
     }
 
     /// Reads a pending version with the verifier's single-use read token
-    /// (`X-Read-Token`, no service identity): audited as `rotation_verify_read`
-    /// with actor `read-token`. Any problem is the same 401.
+    /// (`X-Read-Token`, no service identity), audited as `rotation_verify_read`
+    /// with actor `read-token`. A token that is wrong, used or expired is the
+    /// same 401 as any bad credential, audited and rate-limited like one
+    /// (per client address: `AUTH_FAILURE_BURST`), so guessing cannot flood
+    /// the trail.
     pub async fn read_with_token(
         &self,
         meta: &mut RequestMeta,
@@ -964,28 +977,57 @@ impl Vault {
         token: &str,
     ) -> Result<SecretRecord, ApiError> {
         meta.actor = Some("read-token".to_string());
+        let limit = meta
+            .client_ip
+            .as_deref()
+            .map(|ip| crate::auth::limiter::LimitKey::new(Some("read-token"), ip));
+        if let Some(Err(wait)) = limit.as_ref().map(|k| self.limiter.check(k)) {
+            let err = ApiError::too_many_failures(wait.as_secs().saturating_add(1));
+            return Err(self.refuse_authentication(meta, err).await);
+        }
+        let granted = self.take_read_token(key, token).await?;
+        let Some((staged, version)) = granted else {
+            if let Some(k) = &limit {
+                self.limiter.fail(k);
+            }
+            return Err(self
+                .refuse_authentication(meta, ApiError::unauthorized())
+                .await);
+        };
         let meta = &*meta;
         self.run(Op::RotationVerifyRead, meta, async |scope| {
             scope.key(key);
-            if token.is_empty() || token.len() > 128 {
-                return Err(ApiError::unauthorized());
-            }
-            let staged = store::load_at(self.db(), key.project(), key.path())
-                .await?
-                .filter(Staged::is_live)
-                .ok_or_else(ApiError::unauthorized)?;
             scope.secret_id(&staged.id);
-            let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-            let (found, pending) = store::consume_token(self.db(), &staged.id, hash)
-                .await?
-                .ok_or_else(ApiError::unauthorized)?;
-            scope.version(Some(found.version));
-            if found.expires_at <= BsonDateTime::now() || pending != Some(found.version) {
-                return Err(ApiError::unauthorized());
-            }
-            self.staged_record(staged, found.version).await
+            scope.version(Some(version));
+            self.staged_record(staged, version).await
         })
         .await
+    }
+
+    /// Uses up the read token if it is good for the pending version at `key`.
+    async fn take_read_token(
+        &self,
+        key: &SecretKey,
+        token: &str,
+    ) -> Result<Option<(Staged, i64)>, ApiError> {
+        if token.is_empty() || token.len() > 128 {
+            return Ok(None);
+        }
+        let Some(staged) = store::load_at(self.db(), key.project(), key.path())
+            .await?
+            .filter(Staged::is_live)
+        else {
+            return Ok(None);
+        };
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let Some((found, pending)) = store::consume_token(self.db(), &staged.id, hash).await?
+        else {
+            return Ok(None);
+        };
+        if found.expires_at <= BsonDateTime::now() || pending != Some(found.version) {
+            return Ok(None);
+        }
+        Ok(Some((staged, found.version)))
     }
 
     async fn staged_record(&self, staged: Staged, version: i64) -> Result<SecretRecord, ApiError> {
