@@ -273,7 +273,21 @@ impl SecretsService for Service {
             let key = v
                 .check(Op::Read, &meta, secret_key(&body.secret_name))
                 .await?;
-            v.get(&meta, &key, Some(body.version), None).await
+            if body.stage.is_empty() {
+                return v.get(&meta, &key, Some(body.version), None).await;
+            }
+            let stage = crate::vault::rotation::Stage::parse(&body.stage).and_then(|s| {
+                if body.version == 0 {
+                    Ok(s)
+                } else {
+                    Err(ApiError::new(
+                        ErrorCode::InvalidQuery,
+                        "give `version` or `stage`, not both",
+                    ))
+                }
+            });
+            let stage = v.check(Op::Read, &meta, stage).await?;
+            v.get_stage(&meta, &key, stage).await
         };
         match read.await {
             Ok(record) => Ok(answer(

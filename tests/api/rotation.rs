@@ -1501,3 +1501,67 @@ async fn a_killed_scheduler_leader_is_replaced_within_15_seconds() {
         .expect("json");
     assert_eq!(current["version"], 2);
 }
+
+/// gRPC `GetSecretVersion` reads a staging label with `stage`.
+#[tokio::test]
+async fn grpc_reads_a_staging_label() {
+    use secret_manager::grpc::pb;
+    let app = spawn_app_with(&[("ROTATION_SCHEDULER", "false")]).await;
+    create(&app, "g", "first").await;
+    assert_eq!(
+        rotate(&app, "g", Some(json!({ "value": "second" })))
+            .await
+            .status,
+        200
+    );
+    let mut grpc = pb::secrets_service_client::SecretsServiceClient::connect(
+        app.grpc_address.clone().expect("gRPC"),
+    )
+    .await
+    .expect("connects");
+    let ask = |stage: &str, version: i64| {
+        let mut req = tonic::Request::new(pb::GetSecretVersionRequest {
+            secret_name: "rot/g".into(),
+            version,
+            token: app.identity.token.clone(),
+            stage: stage.into(),
+        });
+        req.metadata_mut()
+            .insert("x-service", app.identity.service.parse().expect("ascii"));
+        req
+    };
+    let previous = grpc
+        .get_secret_version(ask("previous", 0))
+        .await
+        .expect("previous")
+        .into_inner();
+    assert_eq!(
+        (
+            previous.value.as_slice(),
+            previous.version,
+            previous.current_version
+        ),
+        (&b"first"[..], 1, 2)
+    );
+    let current = grpc
+        .get_secret_version(ask("current", 0))
+        .await
+        .expect("current")
+        .into_inner();
+    assert_eq!(current.value, b"second");
+    let none = grpc
+        .get_secret_version(ask("pending", 0))
+        .await
+        .expect_err("no pending");
+    assert_eq!(none.code(), tonic::Code::NotFound);
+    let bad = grpc
+        .get_secret_version(ask("later", 0))
+        .await
+        .expect_err("bad stage");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let both = grpc
+        .get_secret_version(ask("current", 1))
+        .await
+        .expect_err("both");
+    assert_eq!(both.code(), tonic::Code::InvalidArgument);
+}
