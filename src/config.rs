@@ -73,6 +73,12 @@ struct RawEnv {
     alert_rate_min_per_minute: Option<String>,
     events_retention: Option<String>,
     events_max_streams: Option<String>,
+    expiry_warning_days: Option<String>,
+    allow_expired_reads: Option<String>,
+    rotation_scheduler: Option<String>,
+    rotation_lease_secs: Option<String>,
+    rotation_scan_ms: Option<String>,
+    rotation_retry_ms: Option<String>,
 }
 
 /// The validated configuration of one service instance.
@@ -106,6 +112,9 @@ pub struct Config {
     pub nats: Option<NatsSettings>,
     /// Where change events are POSTed (`WEBHOOK_URL`), when set.
     pub webhook: Option<crate::webhook::WebhookSettings>,
+    /// Rotation, expiry and the scheduler (`EXPIRY_WARNING_DAYS`, `ALLOW_EXPIRED_READS`,
+    /// `ROTATION_*`; `WEBHOOK_SECRET` signs the verify and health requests).
+    pub rotation: crate::vault::rotation::RotationSettings,
     /// `METRICS_TOKEN(_FILE)`: a bearer token `GET /metrics` then requires.
     pub metrics_token: Option<secrecy::SecretString>,
     pub http: HttpSettings,
@@ -202,6 +211,13 @@ impl Config {
         let max_payload = max_secret_bytes.map_or(0, body_limit);
         let nats = nats_settings(&raw, env, nats_acl, max_payload, &mut errors);
         let webhook = webhook_settings(env, &mut errors);
+        // Also without `WEBHOOK_URL`: it signs rotation's verify and health requests.
+        let signing_secret = match &webhook {
+            Some(w) => Some(w.secret.clone()),
+            None => collect(&mut errors, settings::secret(env, "WEBHOOK_SECRET"))
+                .flatten()
+                .map(|s| s.value),
+        };
         let metrics_token = collect(&mut errors, settings::secret(env, "METRICS_TOKEN"))
             .flatten()
             .map(|s| s.value);
@@ -273,6 +289,54 @@ impl Config {
                     1_000_000,
                 )
                 .unwrap_or(1000),
+        };
+        let rotation = crate::vault::rotation::RotationSettings {
+            allow_expired_reads: p
+                .boolean("ALLOW_EXPIRED_READS", raw.allow_expired_reads.take(), false)
+                .unwrap_or(false),
+            expiry_warning_days: p
+                .bounded(
+                    "EXPIRY_WARNING_DAYS",
+                    raw.expiry_warning_days.take(),
+                    7,
+                    0,
+                    365,
+                )
+                .unwrap_or(7),
+            scheduler: p
+                .boolean("ROTATION_SCHEDULER", raw.rotation_scheduler.take(), true)
+                .unwrap_or(true),
+            lease: Duration::from_secs(
+                p.bounded(
+                    "ROTATION_LEASE_SECS",
+                    raw.rotation_lease_secs.take(),
+                    10,
+                    3,
+                    300,
+                )
+                .unwrap_or(10),
+            ),
+            scan: Duration::from_millis(
+                p.bounded(
+                    "ROTATION_SCAN_MS",
+                    raw.rotation_scan_ms.take(),
+                    1000,
+                    100,
+                    60_000,
+                )
+                .unwrap_or(1000),
+            ),
+            retry: Duration::from_millis(
+                p.bounded(
+                    "ROTATION_RETRY_MS",
+                    raw.rotation_retry_ms.take(),
+                    1000,
+                    10,
+                    60_000,
+                )
+                .unwrap_or(1000),
+            ),
+            signing_secret: None,
         };
         let audit_enabled = p.boolean(
             "AUDIT_ENABLED",
@@ -423,6 +487,10 @@ impl Config {
                 trusted_proxies: trusted_proxies.unwrap_or_default(),
                 nats,
                 webhook,
+                rotation: crate::vault::rotation::RotationSettings {
+                    signing_secret,
+                    ..rotation
+                },
                 metrics_token,
                 master_key_previous,
                 keyring,

@@ -29,6 +29,8 @@ pub struct Application {
     /// Ends the open `GET /api/events` streams.
     end_event_streams: Box<dyn Fn() + Send + Sync>,
     shutdown_timeout: std::time::Duration,
+    /// The rotation scheduler's tasks (stopped with the application).
+    scheduler: Option<crate::vault::rotation::scheduler::SchedulerHandle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +99,8 @@ impl Application {
             )?
             .with_token_settings(config.service_tokens)
             .with_alerts(config.alerts.clone())
-            .with_event_settings(config.events.clone()),
+            .with_event_settings(config.events.clone())
+            .with_rotation_settings(config.rotation.clone()),
             max_body_bytes: config.max_body_bytes(),
             metrics_token: config.metrics_token.clone(),
             proxies: config.trusted_proxies.clone(),
@@ -105,6 +108,10 @@ impl Application {
         state.vault.reload_policies().await?;
         state.vault.spawn_policy_watch();
         state.vault.spawn_alerts();
+        let scheduler = config
+            .rotation
+            .scheduler
+            .then(|| state.vault.spawn_rotation_scheduler());
         if let Some(webhook) = config.webhook.clone() {
             crate::webhook::spawn(state.vault.subscribe_events(), webhook);
         }
@@ -128,6 +135,7 @@ impl Application {
             grpc,
             end_event_streams: Box::new(event_ender),
             shutdown_timeout: std::time::Duration::from_secs(config.shutdown_timeout_secs),
+            scheduler,
         })
     }
 
@@ -158,6 +166,7 @@ impl Application {
             end_event_streams();
         });
         let served = self.server.await;
+        drop(self.scheduler);
         if let Some(grpc) = self.grpc {
             grpc.stop(self.shutdown_timeout).await;
         }
@@ -239,6 +248,7 @@ fn run(
             .configure(api::health::configure)
             .configure(api::metrics::configure)
             .configure(api::vault::configure)
+            .configure(api::rotation::configure)
             .configure(api::secrets::configure)
             .configure(api::projects::configure)
             .configure(api::scan::configure)

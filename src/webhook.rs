@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::vault::events::Event;
@@ -30,14 +28,7 @@ impl std::fmt::Debug for WebhookSettings {
 
 /// The `X-Signature` value for `body` sent at `t` (unix seconds).
 pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> Option<String> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    Some(format!(
-        "t={t},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    ))
+    crate::crypto::signature(secret, t, body)
 }
 
 /// Sends every event from `events` until the process ends.

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod policies;
 pub mod projects;
 pub mod proxy;
+pub mod rotation;
 pub mod scan;
 pub mod secrets;
 pub mod service_tokens;

@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "vault", description = "Seed-compatible UUID secrets"),
         (name = "secrets", description = "Project/path secrets with version history"),
+        (name = "rotation", description = "Rotation schedules, rotate now, staging labels"),
         (name = "projects", description = "Projects"),
         (name = "audit", description = "The audit trail"),
         (name = "access", description = "Access requests: denied reads for admins to grant or deny"),

@@ -1,6 +1,6 @@
 //! Path-addressed secrets: `/api/secrets`, `/api/secrets/{project}/{path...}`.
 
-use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, patch, post, web, FromRequest as _, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -17,6 +17,7 @@ use crate::vault::named::{
     missing_only, ListQuery as VaultListQuery, MetadataChange, NewSecret, DEFAULT_LIST_LIMIT,
 };
 use crate::vault::names::{ProjectName, SecretKey};
+use crate::vault::rotation::Stage;
 use crate::vault::{Op, RequestMeta, Value};
 
 #[derive(Deserialize, IntoParams)]
@@ -29,7 +30,7 @@ pub struct SecretAddress {
 
 impl SecretAddress {
     /// The checked key, or a refusal of `op` (audited).
-    async fn key(
+    pub(super) async fn key(
         &self,
         state: &AppState,
         meta: &RequestMeta,
@@ -46,6 +47,8 @@ pub struct VersionQuery {
     pub version: Option<i64>,
     /// What you need it for: kept on the stub recorded when the secret does not exist yet.
     pub description: Option<String>,
+    /// A staging label instead: `current`, `pending` or `previous` (see rotation).
+    pub stage: Option<String>,
 }
 
 const CREATE_SHAPE: &str = "an object with `project`, `path` and `value` (or `value_b64`)";
@@ -164,7 +167,9 @@ async fn create(
 
 /// Read a secret
 ///
-/// The current version, or `?version=N`. Needs `read`.
+/// The current version, or `?version=N`, or `?stage=pending|previous`. Needs
+/// `read`. A rotation's verifier reads the pending version with
+/// `?stage=pending` and its single-use `X-Read-Token` instead of a service identity.
 #[utoipa::path(
     tag = "secrets",
     params(SecretAddress, VersionQuery),
@@ -175,6 +180,7 @@ async fn create(
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "Denied", body = ErrorBody),
         (status = 404, description = "No such secret or version", body = ErrorBody),
+        (status = 410, description = "The secret has expired", body = ErrorBody),
         (status = 429, description = "Too many failed authentications", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
@@ -182,16 +188,39 @@ async fn create(
 )]
 #[get("/api/secrets/{project}/{path:.*}")]
 async fn get_secret(
-    Caller(meta): Caller,
+    req: HttpRequest,
     at: web::Path<SecretAddress>,
     query: web::Query<VersionQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let read_token = req
+        .headers()
+        .get(super::rotation::READ_TOKEN_HEADER)
+        .map(|v| v.to_str().unwrap_or(""));
+    if let Some(token) = read_token {
+        return super::rotation::read_with_token(&req, &at, &query, token, &state).await;
+    }
+    let Caller(meta) = Caller::extract(&req).await?;
     let key = at.key(&state, &meta, Op::Read).await?;
-    let record = state
-        .vault
-        .get(&meta, &key, query.version, query.description.as_deref())
-        .await?;
+    let record = match query.stage.as_deref() {
+        None => {
+            state
+                .vault
+                .get(&meta, &key, query.version, query.description.as_deref())
+                .await?
+        }
+        Some(stage) => {
+            let stage = Stage::parse(stage).and_then(|s| match query.version {
+                Some(_) => Err(ApiError::new(
+                    crate::error::ErrorCode::InvalidQuery,
+                    "give `version` or `stage`, not both",
+                )),
+                None => Ok(s),
+            });
+            let stage = state.vault.check(Op::Read, &meta, stage).await?;
+            state.vault.get_stage(&meta, &key, stage).await?
+        }
+    };
     Ok(HttpResponse::Ok().json(SecretResponse::from(record)))
 }
 

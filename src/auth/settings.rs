@@ -129,6 +129,9 @@ pub struct NamedPolicy {
     pub rules: Vec<Rule>,
 }
 
+/// Settings named `ALLOW_...` that are not the `ALLOW_<service>` shorthand.
+const NOT_SHORTHAND: &[&str] = &["ALLOW_EXPIRED_READS"];
+
 pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -244,6 +247,9 @@ fn build(
         let Some(name) = key.strip_prefix("ALLOW_") else {
             continue;
         };
+        if NOT_SHORTHAND.contains(&key.as_str()) {
+            continue;
+        }
         match shorthand_rules(value) {
             Ok(r) => {
                 enabled.entry(name.to_string()).or_insert(true);

@@ -45,7 +45,9 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | UnknownOperation | InvalidBase64 | EmptySecret | InvalidSecretId | InvalidProject
         | InvalidPath | InvalidValue | InvalidMetadata | InvalidQuery | InvalidLimit
         | InvalidCursor | InvalidPolicy | UnknownRole | InvalidPrefix | InvalidServiceName
-        | WeakToken | SecretTooLarge | UnsupportedMediaType => Code::InvalidArgument,
+        | WeakToken | SecretTooLarge | UnsupportedMediaType | InvalidRotation => {
+            Code::InvalidArgument
+        }
         Unauthorized => Code::Unauthenticated,
         Forbidden => Code::PermissionDenied,
         SecretNotFound
@@ -55,10 +57,14 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | AccessRequestNotFound
         | PolicyNotFound
         | ServiceTokenNotFound
-        | RouteNotFound => Code::NotFound,
+        | RouteNotFound
+        | RotationNotFound => Code::NotFound,
         SecretExists | ProjectExists => Code::AlreadyExists,
         SecretDeleted | VersionConflict | InvalidTransition | ManagedByConfig | KeyActive
-        | KeyInUse | KeyRecentlyRetired => Code::FailedPrecondition,
+        | KeyInUse | KeyRecentlyRetired | RotationInProgress | SecretExpired => {
+            Code::FailedPrecondition
+        }
+        RotationFailed => Code::Aborted,
         PayloadTooLarge | TooManyAuthFailures | TooManyRegistrations | TooManyPendingTokens => {
             Code::ResourceExhausted
         }
@@ -267,7 +273,21 @@ impl SecretsService for Service {
             let key = v
                 .check(Op::Read, &meta, secret_key(&body.secret_name))
                 .await?;
-            v.get(&meta, &key, Some(body.version), None).await
+            if body.stage.is_empty() {
+                return v.get(&meta, &key, Some(body.version), None).await;
+            }
+            let stage = crate::vault::rotation::Stage::parse(&body.stage).and_then(|s| {
+                if body.version == 0 {
+                    Ok(s)
+                } else {
+                    Err(ApiError::new(
+                        ErrorCode::InvalidQuery,
+                        "give `version` or `stage`, not both",
+                    ))
+                }
+            });
+            let stage = v.check(Op::Read, &meta, stage).await?;
+            v.get_stage(&meta, &key, stage).await
         };
         match read.await {
             Ok(record) => Ok(answer(

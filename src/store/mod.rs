@@ -9,6 +9,7 @@ pub mod group_commit;
 pub mod keyring;
 pub mod policies;
 pub mod projects;
+pub mod rotation;
 pub mod secrets;
 pub mod service_tokens;
 
@@ -137,6 +138,7 @@ pub async fn ping(db: &Database) -> Result<(), StoreError> {
 /// replicas start at the same moment.
 pub async fn ensure_indexes(db: &Database, audit_ttl_days: u32) -> Result<(), StoreError> {
     secrets::ensure_indexes(db).await?;
+    rotation::ensure_indexes(db).await?;
     access_requests::ensure_indexes(db).await?;
     projects::ensure_indexes(db).await?;
     service_tokens::ensure_indexes(db).await?;

@@ -130,6 +130,13 @@ pub struct SecretView<V> {
     pub requested_by: Vec<String>,
     #[serde(default)]
     pub deleted_at: Option<DateTime>,
+    /// After this, reads answer 410 `secret_expired` (see `vault::rotation`).
+    #[serde(default)]
+    pub expires_at: Option<DateTime>,
+    /// The highest version number ever written: a rotation's `pending`
+    /// version may be above `current_version` (see `store::rotation`).
+    #[serde(default)]
+    pub top_version: Option<i64>,
 }
 
 impl<V> SecretView<V> {
@@ -299,9 +306,35 @@ pub async fn find_live(
     let coll = collection::<SecretView<VersionDoc>>(db);
     let found = match version {
         None => {
-            coll.find_one(filter)
+            let newest = coll
+                .find_one(filter.clone())
                 .projection(doc! { "versions": { "$slice": -1 } })
-                .await?
+                .await?;
+            match newest {
+                // The newest kept version is not always the current one: a
+                // rotation's `pending` (or a rolled-back, `failed`) version
+                // sits above it. Then read them all and keep the current one.
+                Some(found)
+                    if found
+                        .versions
+                        .last()
+                        .is_some_and(|v| v.version != found.current_version) =>
+                {
+                    let newest = found;
+                    coll.find_one(filter).await?.map(|mut all| {
+                        let current = all.current_version;
+                        all.versions.retain(|x| x.version == current);
+                        if all.versions.is_empty() {
+                            // The current version is gone: hand back the newest,
+                            // which the read refuses as an integrity error.
+                            newest
+                        } else {
+                            all
+                        }
+                    })
+                }
+                other => other,
+            }
         }
         // At most MAX_VERSIONS are kept, so reading them all and picking one is cheap.
         Some(v) => coll.find_one(filter).await?.map(|mut found| {
@@ -319,13 +352,17 @@ pub async fn is_deleted(db: &Database, project: &str, path: &str) -> Result<bool
         .is_some_and(|s| s.deleted_at.is_some()))
 }
 
-/// Appends `version` if the secret is live and still at `expected` (compare-and-set),
+/// Appends `version` if the secret is live and still at `expected` and at
+/// `top` (its highest version, see `SecretView::top_version`; compare-and-set),
 /// keeping the newest `max_versions`, and `$set`s / `$unset`s the metadata fields
-/// given. `false` when the secret moved on or is gone.
+/// given; the old current version becomes `previous`. `false` when the secret
+/// moved on or is gone.
+#[allow(clippy::too_many_arguments)]
 pub async fn append_version(
     db: &Database,
     id: &str,
     expected: i64,
+    top: Option<i64>,
     version: &VersionDoc,
     max_versions: usize,
     mut set: Document,
@@ -334,6 +371,10 @@ pub async fn append_version(
     let encoded = mongodb::bson::to_bson(version).map_err(|e| StoreError::Other(e.to_string()))?;
     let keep = -i64::try_from(max_versions).unwrap_or(i64::MAX);
     set.insert("current_version", version.version);
+    set.insert("top_version", version.version);
+    if expected > 0 {
+        set.insert("previous_version", expected);
+    }
     set.insert("updated_at", version.created_at);
     set.insert("updated_by", &version.created_by);
     let mut change = doc! {
@@ -346,7 +387,12 @@ pub async fn append_version(
     }
     let result = collection::<Document>(db)
         .update_one(
-            doc! { "_id": id, "current_version": expected, "deleted_at": null },
+            doc! {
+                "_id": id,
+                "current_version": expected,
+                "top_version": top.map_or(mongodb::bson::Bson::Null, mongodb::bson::Bson::Int64),
+                "deleted_at": null,
+            },
             change,
         )
         .await?;

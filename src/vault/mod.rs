@@ -18,6 +18,7 @@ pub mod named;
 pub mod names;
 pub mod policies;
 pub mod projects;
+pub mod rotation;
 pub mod scan_match;
 pub mod seed;
 pub mod service_tokens;
@@ -103,6 +104,22 @@ pub enum Op {
     Alert,
     /// A `GET /api/events` stream opened (one record per stream, not per event).
     WatchEvents,
+    /// A rotation schedule set, read or removed.
+    RotationPut,
+    RotationRead,
+    RotationDelete,
+    /// One rotation, manual or scheduled, with its tries (see `rotation`).
+    Rotate,
+    /// Its steps, each a state change of its own: a pending version written,
+    /// read once by the verifier with its read token, discarded, promoted,
+    /// rolled back.
+    RotationStage,
+    RotationVerifyRead,
+    RotationDiscard,
+    RotationPromote,
+    RotationRollback,
+    /// `secret_expiring` published for a secret whose expiry nears.
+    ExpiryWarning,
 }
 
 impl Op {
@@ -148,6 +165,16 @@ impl Op {
             Op::AuditSummary => "audit_summary",
             Op::Alert => "alert",
             Op::WatchEvents => "watch_events",
+            Op::RotationPut => "rotation_put",
+            Op::RotationRead => "rotation_read",
+            Op::RotationDelete => "rotation_delete",
+            Op::Rotate => "rotate",
+            Op::RotationStage => "rotation_stage",
+            Op::RotationVerifyRead => "rotation_verify_read",
+            Op::RotationDiscard => "rotation_discard",
+            Op::RotationPromote => "rotation_promote",
+            Op::RotationRollback => "rotation_rollback",
+            Op::ExpiryWarning => "expiry_warning",
         }
     }
 }
@@ -217,6 +244,8 @@ pub struct Scope {
     pending: Option<String>,
     /// Transitions to publish once the operation's record is stored.
     events: Vec<&'static str>,
+    /// Published once the record of a failed operation is stored (`rotation_failed`).
+    failure_events: Vec<&'static str>,
 }
 
 impl Scope {
@@ -231,6 +260,7 @@ impl Scope {
             undo: None,
             pending: None,
             events: Vec::new(),
+            failure_events: Vec::new(),
         }
     }
 
@@ -272,6 +302,11 @@ impl Scope {
     /// Publishes `kind` (see `events`) once the operation succeeded and is audited.
     pub fn event(&mut self, kind: &'static str) {
         self.events.push(kind);
+    }
+
+    /// Publishes `kind` if the operation fails, once its record is stored.
+    pub fn event_on_failure(&mut self, kind: &'static str) {
+        self.failure_events.push(kind);
     }
 }
 
@@ -315,6 +350,8 @@ pub struct Vault {
     event_hub: Arc<event_stream::EventHub>,
     /// Derives the event ids' key (see `with_event_settings`).
     event_id_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
+    /// Rotation settings and the receivers' HTTP client (see `rotation`).
+    rotation: Arc<rotation::RotationState>,
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -388,6 +425,7 @@ impl Vault {
             watch_slots: watch::slots(),
             fingerprint_key,
             alerts: Arc::new(alerts::Alerts::new(Default::default())),
+            rotation: Arc::new(rotation::RotationState::new(Default::default())),
         })
     }
 
@@ -406,6 +444,12 @@ impl Vault {
     /// Event retention and the bound on open event streams.
     pub fn with_event_settings(mut self, settings: event_stream::EventSettings) -> Self {
         self.event_hub = Arc::new(event_stream::EventHub::new(settings, &self.event_id_key));
+        self
+    }
+
+    /// Rotation, expiry and scheduler settings.
+    pub fn with_rotation_settings(mut self, settings: rotation::RotationSettings) -> Self {
+        self.rotation = Arc::new(rotation::RotationState::new(settings));
         self
     }
 
@@ -484,6 +528,12 @@ impl Vault {
             }
             Err(e) => {
                 self.audit_failure(meta, scope, &e).await;
+                if !scope.failure_events.is_empty() {
+                    scope.events = std::mem::take(&mut scope.failure_events);
+                    let now = chrono::Utc::now();
+                    self.store_events(meta, scope, now).await;
+                    self.publish_events(meta, scope, now);
+                }
                 Err(e)
             }
         }

@@ -448,6 +448,7 @@ impl Vault {
                 return Err(not_found());
             };
             scope.secret_id(&found.id);
+            self.refuse_expired(found.expires_at)?;
             let Some(v) = found.versions.first() else {
                 return Err(ApiError::new(
                     ErrorCode::VersionNotFound,
@@ -630,7 +631,9 @@ impl Vault {
                     format!("expected version {expected} but the current version is {base}"),
                 ));
             }
-            let next = base + 1;
+            // Above a rotation's pending (or failed) version, never onto it.
+            let top = current.top_version;
+            let next = base.max(top.unwrap_or(0)) + 1;
             scope.version(Some(next));
             let version =
                 self.seal_version(RecordRef::of(&current), next, plaintext, meta.actor())?;
@@ -641,6 +644,7 @@ impl Vault {
                 self.db(),
                 &current.id,
                 base,
+                top,
                 &version,
                 max_versions,
                 set,

@@ -5,7 +5,7 @@
 //! - project: 1-64 characters of `A-Z a-z 0-9 _ - .`, not starting with `.`
 //! - path: 1-512 characters; segments separated by `/`, each of
 //!   `A-Z a-z 0-9 _ - .`; no empty segment (no leading, trailing or double `/`),
-//!   no `.` or `..` segment; the last segment may not be `versions` or `restore`
+//!   no `.` or `..` segment; the last segment may not be `versions`, `restore`, `rotation` or `rotate`
 //!   (they address sub-resources).
 //! - key: `<project>/<path>`, split at the first `/`.
 
@@ -66,8 +66,13 @@ impl SecretPath {
                 ));
             }
         }
-        if matches!(segments.last(), Some(&"versions") | Some(&"restore")) {
-            return Err(bad("must not end in `versions` or `restore` (reserved)"));
+        if matches!(
+            segments.last(),
+            Some(&"versions") | Some(&"restore") | Some(&"rotation") | Some(&"rotate")
+        ) {
+            return Err(bad(
+                "must not end in `versions`, `restore`, `rotation` or `rotate` (reserved)",
+            ));
         }
         Ok(Self(path.to_string()))
     }

@@ -53,6 +53,7 @@ impl Vault {
                     meta.actor()
                 )));
             }
+            self.refuse_expired(found.expires_at)?;
             let Some(version) = found.versions.last() else {
                 return Err(ApiError::internal(&format_args!(
                     "secret {id} has no versions"

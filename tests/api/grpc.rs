@@ -103,6 +103,7 @@ async fn put_get_and_list_with_the_token_field() {
                 secret_name: "billing/stripe/key".into(),
                 version,
                 token: id.token.clone(),
+                ..Default::default()
             },
             &id.service,
         )

@@ -27,6 +27,7 @@ mod named;
 mod nats;
 mod openapi;
 mod policies;
+mod rotation;
 mod runtime_policies;
 mod scan;
 mod schema;
