@@ -253,15 +253,13 @@ impl Vault {
         if scope.events.is_empty() {
             return;
         }
-        let n = i64::try_from(scope.events.len()).unwrap_or(i64::MAX);
         let stored = async {
-            let last = store::take_numbers(self.db(), n).await?;
             let docs: Vec<EventDoc> = scope
                 .events
                 .iter()
-                .zip(last - n + 1..)
-                .map(|(kind, seq)| EventDoc {
-                    seq,
+                .map(|kind| EventDoc {
+                    // Numbered by the writer, with the other operations' events of its batch.
+                    seq: 0,
                     kind: (*kind).to_string(),
                     project: project.clone(),
                     path: path.clone(),
@@ -270,7 +268,7 @@ impl Vault {
                     actor: meta.actor().to_string(),
                 })
                 .collect();
-            store::insert(self.db(), &docs).await
+            self.event_writer.write(docs).await
         };
         if let Err(e) = stored.await {
             tracing::error!(error = %e, kinds = ?scope.events, "a change event could not be stored; event streams will miss it");

@@ -329,6 +329,8 @@ pub struct Vault {
     audit_sink: AuditSink,
     /// Group-commits new secrets (creates), like the audit records.
     secret_inserts: GroupCommit<crate::store::secrets::SecretDoc>,
+    /// Numbers and stores change events in batches (see `store::events::EventWriter`).
+    event_writer: crate::store::events::EventWriter,
     keyring: Arc<Keyring>,
     registry: Arc<ServiceRegistry>,
     policies: Arc<policies::LivePolicies>,
@@ -414,6 +416,7 @@ impl Vault {
             cursor_key,
             audit_sink: AuditSink::spawn(&db),
             secret_inserts: GroupCommit::spawn(crate::store::secrets::collection(&db), None),
+            event_writer: crate::store::events::EventWriter::spawn(&db),
             db,
             keyring,
             registry: Arc::new(registry),
