@@ -61,6 +61,30 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DbLabels {
+    /// One of `DB_COMMANDS`, or `other`.
+    pub command: &'static str,
+    pub outcome: &'static str,
+}
+
+/// The MongoDB commands the service sends, by the driver's name; anything
+/// else is counted as `other`, so the label set stays bounded.
+pub const DB_COMMANDS: [&str; 12] = [
+    "find",
+    "insert",
+    "update",
+    "delete",
+    "findAndModify",
+    "aggregate",
+    "getMore",
+    "count",
+    "killCursors",
+    "createIndexes",
+    "ping",
+    "hello",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabels {
     /// `auth_failures`, `denials`, `new_address`, `read_rate` (see `vault::alerts`).
     pub rule: &'static str,
@@ -88,6 +112,7 @@ pub struct Metrics {
     pub keyring_active_key_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub keyring_seals: Family<KeyLabels, Gauge>,
     pub alerts: Family<RuleLabels, Counter>,
+    pub db_command_duration: Family<DbLabels, Histogram>,
 }
 
 fn seconds_buckets() -> Histogram {
@@ -195,6 +220,13 @@ impl Metrics {
             "Alerts raised by this replica (each once across the replicas), by rule",
             alerts.clone(),
         );
+        let db_command_duration =
+            Family::<DbLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> _);
+        registry.register(
+            "db_command_duration_seconds",
+            "MongoDB commands by name and outcome, as the driver times them (round trip included)",
+            db_command_duration.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "The running version", build_info.clone());
         build_info
@@ -218,6 +250,7 @@ impl Metrics {
             keyring_active_key_age,
             keyring_seals,
             alerts,
+            db_command_duration,
         }
     }
 
@@ -262,6 +295,22 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// Times one MongoDB command (the driver's command monitoring, see `store::connect`).
+pub fn db_command(name: &str, ok: bool, took: Duration) {
+    let command = DB_COMMANDS
+        .iter()
+        .find(|c| **c == name)
+        .copied()
+        .unwrap_or("other");
+    METRICS
+        .db_command_duration
+        .get_or_create(&DbLabels {
+            command,
+            outcome: if ok { "success" } else { "failure" },
+        })
+        .observe(took.as_secs_f64());
+}
+
 /// The names `GET /metrics` serves (README lists them; a test checks both).
 pub const NAMES: &[&str] = &[
     "secret_manager_http_request_duration_seconds",
@@ -279,4 +328,5 @@ pub const NAMES: &[&str] = &[
     "secret_manager_keyring_seals",
     "secret_manager_build_info",
     "secret_manager_alerts_total",
+    "secret_manager_db_command_duration_seconds",
 ];

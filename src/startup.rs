@@ -55,6 +55,8 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         // First: a bad certificate should not wait for the database.
         let tls = config.http.tls.as_ref().map(load_tls).transpose()?;
+        // Before connecting: the driver's command timings are metrics too.
+        crate::metrics::set_enabled(config.http.metrics_enabled);
         let db = store::connect(&config.store).await?;
         store::ensure_indexes(&db, config.audit_ttl_days).await?;
         store::events::ensure_indexes(&db, config.events.retention).await?;
@@ -237,7 +239,6 @@ fn run(
     config: &Config,
 ) -> Result<Server, StartupError> {
     let docs_enabled = config.http.docs_enabled;
-    crate::metrics::set_enabled(config.http.metrics_enabled);
     let mut server = HttpServer::new(move || {
         let (app, spec) = App::new()
             .into_utoipa_app()

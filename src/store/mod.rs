@@ -123,6 +123,24 @@ pub async fn connect(settings: &StoreSettings) -> Result<Database, StoreError> {
     options.connect_timeout = Some(settings.timeout);
     options.max_pool_size = Some(settings.max_pool_size);
     options.write_concern = Some(settings.write_concern.write_concern());
+    if crate::metrics::enabled() {
+        // Only the name and the time are kept; the driver's copy of the
+        // command and reply (ciphertexts, never a plaintext) is dropped at once.
+        options.command_event_handler = Some(mongodb::event::EventHandler::callback(
+            |event: mongodb::event::command::CommandEvent| {
+                use mongodb::event::command::CommandEvent;
+                match event {
+                    CommandEvent::Succeeded(e) => {
+                        crate::metrics::db_command(&e.command_name, true, e.duration)
+                    }
+                    CommandEvent::Failed(e) => {
+                        crate::metrics::db_command(&e.command_name, false, e.duration)
+                    }
+                    _ => {}
+                }
+            },
+        ));
+    }
     let client = Client::with_options(options)?;
     let db = client.database(&settings.db);
     ping(&db).await?;
