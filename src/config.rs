@@ -62,6 +62,7 @@ struct RawEnv {
     tls_key_file: Option<String>,
     docs_enabled: Option<String>,
     metrics_enabled: Option<String>,
+    metrics_db_commands: Option<String>,
     grpc_port: Option<String>,
     grpc_enabled: Option<String>,
     mongo_write_concern: Option<String>,
@@ -138,6 +139,8 @@ pub struct HttpSettings {
     pub docs_enabled: bool,
     /// `METRICS_ENABLED`: record the per-request metrics and serve `/metrics`.
     pub metrics_enabled: bool,
+    /// `METRICS_DB_COMMANDS`: also time every MongoDB command (opt-in).
+    pub metrics_db_commands: bool,
 }
 
 /// `TLS_CERT_FILE` and `TLS_KEY_FILE`: PEM files read at start-up.
@@ -893,10 +896,20 @@ fn http_settings(raw: &mut RawEnv, errors: &mut Vec<String>) -> HttpSettings {
         settings::boolean("METRICS_ENABLED", raw.metrics_enabled.as_deref(), true),
     )
     .unwrap_or(true);
+    let metrics_db_commands = collect(
+        errors,
+        settings::boolean(
+            "METRICS_DB_COMMANDS",
+            raw.metrics_db_commands.as_deref(),
+            false,
+        ),
+    )
+    .unwrap_or(false);
     HttpSettings {
         tls,
         docs_enabled,
         metrics_enabled,
+        metrics_db_commands,
     }
 }
 

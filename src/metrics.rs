@@ -295,6 +295,18 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// `METRICS_DB_COMMANDS`: time every MongoDB command through the driver's
+/// command monitoring (opt-in: see `store::connect`). Process-wide.
+static DB_COMMANDS_ON: AtomicBool = AtomicBool::new(false);
+
+pub fn set_db_commands(on: bool) {
+    DB_COMMANDS_ON.store(on, Ordering::Relaxed);
+}
+
+pub fn db_commands() -> bool {
+    enabled() && DB_COMMANDS_ON.load(Ordering::Relaxed)
+}
+
 /// Times one MongoDB command (the driver's command monitoring, see `store::connect`).
 pub fn db_command(name: &str, ok: bool, took: Duration) {
     let command = DB_COMMANDS
@@ -328,5 +340,6 @@ pub const NAMES: &[&str] = &[
     "secret_manager_keyring_seals",
     "secret_manager_build_info",
     "secret_manager_alerts_total",
+    // Only with `METRICS_DB_COMMANDS=true`.
     "secret_manager_db_command_duration_seconds",
 ];

@@ -57,6 +57,7 @@ impl Application {
         let tls = config.http.tls.as_ref().map(load_tls).transpose()?;
         // Before connecting: the driver's command timings are metrics too.
         crate::metrics::set_enabled(config.http.metrics_enabled);
+        crate::metrics::set_db_commands(config.http.metrics_db_commands);
         let db = store::connect(&config.store).await?;
         store::ensure_indexes(&db, config.audit_ttl_days).await?;
         store::events::ensure_indexes(&db, config.events.retention).await?;

@@ -123,8 +123,10 @@ pub async fn connect(settings: &StoreSettings) -> Result<Database, StoreError> {
     options.connect_timeout = Some(settings.timeout);
     options.max_pool_size = Some(settings.max_pool_size);
     options.write_concern = Some(settings.write_concern.write_concern());
-    if crate::metrics::enabled() {
-        // Only the name and the time are kept; the driver's copy of the
+    if crate::metrics::db_commands() {
+        // Opt-in (`METRICS_DB_COMMANDS`): the driver copies every command and
+        // reply into its events, which cost ~20% of a request's CPU here
+        // (docs/BENCHMARKS.md). Only the name and the time are kept; the driver's copy of the
         // command and reply (ciphertexts, never a plaintext) is dropped at once.
         options.command_event_handler = Some(mongodb::event::EventHandler::callback(
             |event: mongodb::event::command::CommandEvent| {

@@ -40,7 +40,8 @@ fn parse(text: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn metrics_parse_name_every_documented_family_and_carry_no_secret() {
-    let app = spawn_app_with(&[]).await;
+    // The MongoDB command timings are opt-in; everything else is on by default.
+    let app = spawn_app_with(&[("METRICS_DB_COMMANDS", "true")]).await;
     let value = "metrics-canary-value-5e1";
     let created = app
         .post_json(
