@@ -1742,7 +1742,19 @@ async fn chaos_the_database_down_between_stage_and_promote() {
                 .to_string()
         })
     };
+    /// Stops the dedicated database however the test ends.
+    struct StopDb(std::path::PathBuf);
+    impl Drop for StopDb {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("scripts/db.sh")
+                .arg("stop")
+                .arg(&self.0)
+                .env_remove("MONGO_URI")
+                .output();
+        }
+    }
     let uri = db_sh("start").await.expect("db.sh start");
+    let _stop_db = StopDb(db_dir.path().to_path_buf());
     let events = Receiver::start(None).await;
     let mut app = app_with(
         &events,
@@ -1904,8 +1916,6 @@ async fn chaos_the_database_down_between_stage_and_promote() {
         })
         .collect();
     assert_eq!(promotions, [(3, "success")]);
-    drop(app);
-    db_sh("stop").await.expect("db.sh stop");
 }
 
 /// Chaos, the scheduler's leader killed mid-rotation: two real server
