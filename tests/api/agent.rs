@@ -479,6 +479,146 @@ async fn agent_keeps_the_old_file_when_a_secret_goes_missing_and_names_it() {
         .await;
 }
 
+/// A health receiver for rotations that always answers 500, but only once
+/// `dest` holds `new` (or after 3 s, within the service's 4 s health timeout):
+/// so the promoted value has certainly reached the file before the rollback.
+/// Counts its calls and how many of them saw `new` in the file.
+async fn failing_health(
+    dest: PathBuf,
+    new: &'static str,
+) -> (String, Arc<std::sync::Mutex<(usize, usize)>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/health", listener.local_addr().expect("addr"));
+    let calls = Arc::new(std::sync::Mutex::new((0usize, 0usize)));
+    let counted = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (dest, counted) = (dest.clone(), counted.clone());
+            tokio::spawn(async move {
+                // The request: headers, then content-length bytes of body.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let end = Instant::now() + Duration::from_secs(3);
+                let mut saw = false;
+                while Instant::now() < end {
+                    if read(&dest) == new {
+                        saw = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                {
+                    let mut c = counted.lock().expect("lock");
+                    c.0 += 1;
+                    c.1 += usize::from(saw);
+                }
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (url, calls)
+}
+
+#[tokio::test]
+async fn a_rotation_rolling_back_re_renders_the_old_value() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("WEBHOOK_SECRET", "agent-rollback-signing-secret-3c9d1f"),
+        ("ROTATION_RETRY_MS", "20"),
+        ("ROTATION_SCHEDULER", "false"),
+    ])
+    .await;
+    set(&app, "rot/db", "old-value").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let out = d.join("out.txt");
+    let (health_url, health) = failing_health(out.clone(), "new-value").await;
+    let res = TestApp::send(
+        app.request(Method::PUT, "/api/secrets/rot/db/rotation")
+            .json(&json!({ "health_url": health_url })),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    write(
+        &d.join("agent.yaml"),
+        "templates:\n  - contents: '{{ secret(\"rot/db\") }}'\n    destination: out.txt\n    command: 'echo \"$(cat out.txt)\" >> hooks.log'\n",
+    );
+    let mut args = vec!["agent", "--config", "agent.yaml"];
+    args.extend(POLL);
+    let agent = Agent::start(&app.address, &app.identity, d, &args);
+    let hooks = d.join("hooks.log");
+    agent
+        .until("the hook after the first render", || {
+            read(&hooks) == "old-value\n"
+        })
+        .await;
+
+    // Each of the three tries promotes the new value, which the health check
+    // refuses (once the file has it), and rolls back.
+    let res = TestApp::send(
+        app.request(Method::POST, "/api/secrets/rot/db/rotate")
+            .json(&json!({ "value": "new-value" })),
+    )
+    .await;
+    res.assert_error(502, "rotation_failed");
+    assert!(res.text.contains("rolled back"), "{}", res.text);
+    let (calls, saw_new) = *health.lock().expect("lock");
+    assert_eq!(calls, 3, "one health check per try");
+    assert_eq!(saw_new, 3, "the promoted value reached the file each time");
+    let current = TestApp::send(app.request(Method::GET, "/api/secrets/rot/db")).await;
+    assert_eq!(current.json()["value"], "old-value", "{}", current.text);
+
+    // The file ends with the old value again, re-rendered (hook run) after the
+    // last rollback: the hook log alternates old/new and ends with old.
+    agent
+        .until("the old value back, with its hook", || {
+            read(&out) == "old-value" && read(&hooks).ends_with("new-value\nold-value\n")
+        })
+        .await;
+    let log = read(&hooks);
+    let renders: Vec<&str> = log.lines().collect();
+    assert!(
+        renders.windows(2).all(|w| w[0] != w[1]),
+        "a hook runs only on a real change: {renders:?}"
+    );
+    assert!(
+        renders.iter().filter(|r| **r == "new-value").count() >= 1,
+        "{renders:?}"
+    );
+    let agent_log = agent.log();
+    assert!(
+        !agent_log.contains("new-value") && !agent_log.contains("old-value"),
+        "no value in the log:\n{agent_log}"
+    );
+}
+
 #[tokio::test]
 async fn a_first_render_that_fails_exits_1_and_leaves_the_file() {
     let app = spawn_app().await;

@@ -1565,3 +1565,632 @@ async fn grpc_reads_a_staging_label() {
         .expect_err("both");
     assert_eq!(both.code(), tonic::Code::InvalidArgument);
 }
+
+/// A verify receiver the test holds: each call reads the pending value with
+/// its token (through `read_via`), tells the test (body, pending value as
+/// base64), and answers only with the status the test then releases.
+struct Gate {
+    url: String,
+    calls: tokio::sync::mpsc::UnboundedReceiver<(Value, Option<String>)>,
+    release: tokio::sync::mpsc::UnboundedSender<u16>,
+}
+
+impl Gate {
+    async fn start(read_via: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/verify", listener.local_addr().expect("addr"));
+        let (call_tx, calls) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel::<u16>();
+        let release_rx = Arc::new(tokio::sync::Mutex::new(release_rx));
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (call_tx, release_rx, read_via) =
+                    (call_tx.clone(), release_rx.clone(), read_via.clone());
+                tokio::spawn(async move {
+                    let Some((_, raw)) = read_request(&mut sock).await else {
+                        return;
+                    };
+                    let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+                    let mut pending = None;
+                    if let Some(token) = body["read_token"].as_str() {
+                        let url = format!(
+                            "{read_via}/api/secrets/{}/{}?stage=pending",
+                            body["project"].as_str().unwrap_or(""),
+                            body["path"].as_str().unwrap_or("")
+                        );
+                        if let Ok(res) = reqwest::Client::new()
+                            .get(url)
+                            .header("x-read-token", token)
+                            .send()
+                            .await
+                        {
+                            let json: Value = res.json().await.unwrap_or(Value::Null);
+                            pending = json["value_b64"].as_str().map(str::to_string);
+                        }
+                    }
+                    let _ = call_tx.send((body, pending));
+                    let Some(status) = release_rx.lock().await.recv().await else {
+                        return;
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Self {
+            url,
+            calls,
+            release,
+        }
+    }
+
+    /// The next verify call (within 30 s).
+    async fn next(&mut self) -> (Value, Option<String>) {
+        tokio::time::timeout(Duration::from_secs(30), self.calls.recv())
+            .await
+            .expect("a verify call within 30 s")
+            .expect("the receiver runs")
+    }
+}
+
+/// What `reader_loop` got: (version, value_b64) of each good read, and the
+/// status of each other answer (0: no answer).
+type Reads = (Vec<(i64, String)>, Vec<u16>);
+
+/// Reads `url` (current) in a loop until stopped: every 200 must name its
+/// version as current; other statuses (the database down) are counted.
+/// Returns (version, value_b64) of each good read and the other statuses.
+fn reader_loop(
+    url: String,
+    who: Identity,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Reads> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let (mut seen, mut other) = (Vec::new(), Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok(res) = http
+                .get(&url)
+                .header("x-service", &who.service)
+                .header("x-token", &who.token)
+                .send()
+                .await
+            else {
+                other.push(0);
+                continue;
+            };
+            let status = res.status().as_u16();
+            if status != 200 {
+                other.push(status);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            let body: Value = res.json().await.expect("json");
+            let version = body["version"].as_i64().expect("version");
+            assert_eq!(
+                body["current_version"].as_i64(),
+                Some(version),
+                "a read of current names current"
+            );
+            seen.push((
+                version,
+                body["value_b64"].as_str().expect("b64").to_string(),
+            ));
+        }
+        (seen, other)
+    })
+}
+
+/// Every audit record of `rot/path`, oldest first.
+async fn all_records(db: &mongodb::Database, path: &str) -> Vec<mongodb::bson::Document> {
+    use futures_util::TryStreamExt as _;
+    db.collection::<mongodb::bson::Document>("audit_logs")
+        .find(doc! { "project": "rot", "path": path })
+        .sort(doc! { "ts": 1 })
+        .await
+        .expect("audit query")
+        .try_collect()
+        .await
+        .expect("audit records")
+}
+
+fn actions<'a>(
+    records: &'a [mongodb::bson::Document],
+    action: &str,
+) -> Vec<&'a mongodb::bson::Document> {
+    records
+        .iter()
+        .filter(|r| r.get_str("action") == Ok(action))
+        .collect()
+}
+
+/// Chaos, the database down between steps: a dedicated SecantusDB
+/// (scripts/db.sh) is stopped while a rotation's verify call is held (the
+/// pending version is written), the verifier then passes, so the promotion
+/// meets the outage; the database comes back on the same port and data, and
+/// the rotation's next try replaces its own stranded pending version and
+/// promotes. A reader loops throughout: every read it gets is `current`,
+/// never the stranded pending value; every step that reached the database is
+/// audited with a final outcome, and the rotation once, as a success.
+#[tokio::test]
+async fn chaos_the_database_down_between_stage_and_promote() {
+    let db_dir = tempfile::tempdir().expect("tempdir");
+    let db_sh = |action: &'static str| {
+        let dir = db_dir.path().to_str().expect("utf8").to_string();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("scripts/db.sh")
+                .args([action, &dir])
+                .env_remove("MONGO_URI")
+                .output()
+                .expect("db.sh");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .expect("utf8")
+                .trim()
+                .to_string()
+        })
+    };
+    /// Stops the dedicated database however the test ends.
+    struct StopDb(std::path::PathBuf);
+    impl Drop for StopDb {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("scripts/db.sh")
+                .arg("stop")
+                .arg(&self.0)
+                .env_remove("MONGO_URI")
+                .output();
+        }
+    }
+    let uri = db_sh("start").await.expect("db.sh start");
+    let _stop_db = StopDb(db_dir.path().to_path_buf());
+    let events = Receiver::start(None).await;
+    let mut app = app_with(
+        &events,
+        &[
+            ("MONGO_URI", &uri),
+            ("MONGO_TIMEOUT_MS", "500"),
+            ("ROTATION_SCHEDULER", "false"),
+            // Long enough for the database to come back before the second try.
+            ("ROTATION_RETRY_MS", "3000"),
+        ],
+    )
+    .await;
+    app.db = mongodb::Client::with_uri_str(&uri)
+        .await
+        .expect("client")
+        .database(&app.db_name);
+    let mut gate = Gate::start(app.address.clone()).await;
+    create(&app, "outage", "v1").await;
+    let res = put_rotation(&app, "outage", json!({ "verify_url": gate.url })).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = reader_loop(
+        format!("{}/api/secrets/rot/outage", app.address),
+        app.identity.clone(),
+        stop.clone(),
+    );
+    let rotation = {
+        let (http, url, who) = (
+            app.http.clone(),
+            format!("{}/api/secrets/rot/outage/rotate", app.address),
+            app.identity.clone(),
+        );
+        tokio::spawn(async move {
+            let res = http
+                .post(url)
+                .header("x-service", &who.service)
+                .header("x-token", &who.token)
+                .send()
+                .await
+                .expect("rotate");
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+
+    // Try 1: pending version 2 is written; the database goes down while the
+    // verifier holds; then the verifier passes and the promotion fails.
+    let (first, stranded) = gate.next().await;
+    assert_eq!(first["version"], 2);
+    let stranded = stranded.expect("the verifier read the pending value");
+    db_sh("stop").await.expect("db.sh stop");
+    gate.release.send(200).expect("release");
+    let metrics = format!("{}/metrics", app.address);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = app
+            .http
+            .get(&metrics)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let failed = |op: &str| {
+            text.lines().any(|l| {
+                l.starts_with("secret_manager_operations_total{")
+                    && l.contains(&format!("operation=\"{op}\""))
+                    && !l.contains("outcome=\"success\"")
+            })
+        };
+        // The promotion failed, and so did marking the version failed: it is stranded.
+        if failed("rotation_promote") && failed("rotation_discard") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed promotion and discard during the outage:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        db_sh("start").await.expect("db.sh start"),
+        uri,
+        "same address"
+    );
+
+    // Try 2 (after the backoff): replaces the stranded version and promotes.
+    let (second, fresh) = gate.next().await;
+    assert_eq!(second["version"], 3, "{second}");
+    let fresh = fresh.expect("pending value");
+    gate.release.send(200).expect("release");
+    let (status, body) = rotation.await.expect("rotation");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["version"].as_i64(), body["tries"].as_i64()),
+        (Some(3), Some(2))
+    );
+
+    // Readable again, with the promoted value; the reader saw only current values.
+    let current = read(&app, "outage", "").await;
+    assert_eq!(current.status, 200, "{}", current.text);
+    assert_eq!(value_of(&current), fresh);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (seen, other) = reader.await.expect("the reader saw only current versions");
+    assert!(
+        !seen.is_empty() && !other.is_empty(),
+        "the reader ran through the outage"
+    );
+    assert!(
+        other.iter().all(|s| *s == 503),
+        "only 503s during the outage: {other:?}"
+    );
+    assert!(seen.iter().all(|(v, _)| *v == 1 || *v == 3), "{seen:?}");
+    assert!(
+        seen.iter().all(|(_, value)| *value != stranded),
+        "a reader saw the stranded pending value"
+    );
+    let doc = app
+        .secrets()
+        .find_one(doc! { "project": "rot", "path": "outage" })
+        .await
+        .expect("find")
+        .expect("doc");
+    assert!(doc.get("pending_version").is_none(), "{doc:?}");
+    assert_eq!(doc.get_i64("current_version").ok(), Some(3));
+    assert!(
+        doc.get_array("failed_versions")
+            .expect("failed_versions")
+            .iter()
+            .any(|v| v.as_i64() == Some(2)),
+        "the stranded version is marked failed: {doc:?}"
+    );
+
+    // Audited: the rotation once (success), both stages, the promotion that
+    // happened; the promotion tried during the outage could store no record
+    // (and changed nothing: its `pending` record comes first). Nothing `pending`.
+    let records = audited(&app, "outage", "rotate", 1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].get_str("outcome"), Ok("success"));
+    let all = all_records(&app.db, "outage").await;
+    assert!(
+        all.iter().all(|r| r.get_str("outcome") != Ok("pending")),
+        "{all:?}"
+    );
+    let stages: Vec<i64> = actions(&all, "rotation_stage")
+        .iter()
+        .map(|r| r.get_i64("version").expect("version"))
+        .collect();
+    assert_eq!(stages, [2, 3]);
+    let promotions: Vec<(i64, &str)> = actions(&all, "rotation_promote")
+        .iter()
+        .map(|r| {
+            (
+                r.get_i64("version").expect("version"),
+                r.get_str("outcome").expect("outcome"),
+            )
+        })
+        .collect();
+    assert_eq!(promotions, [(3, "success")]);
+}
+
+/// Chaos, the scheduler's leader killed mid-rotation: two real server
+/// processes share a database; the leader starts a scheduled rotation and is
+/// SIGKILLed while the test holds its verify call (version 2 pending). The
+/// survivor takes the lease (a higher fencing token), finds the schedule
+/// still due, replaces the stranded pending version (marked `failed`) and
+/// promotes version 3. A reader loops on the survivor throughout: every read
+/// is `current` (version 1, then 3), never the stranded value.
+///
+/// Audit, as the code does it: the killed leader's steps that finished are
+/// audited with their outcome (its `rotation_stage` of version 2, settled
+/// before the verify call), nothing is left `pending`; its rotation has no
+/// `rotate` record, since that record is written when a rotation ends and
+/// that process never ended it. The survivor's rotation is the one `rotate`
+/// record (success, trigger `schedule`), and its `rotation_stage` of version
+/// 3 is what marked version 2 failed.
+#[tokio::test]
+async fn chaos_the_scheduler_leader_killed_mid_rotation() {
+    use std::process::{Child, Command, Stdio};
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let db_name = crate::helpers::unique_db_name();
+    let master_key = secret_manager::crypto::MasterKey::generate()
+        .to_base64()
+        .to_string();
+    let who = Identity::new("tester");
+    let spawn = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_secret-manager"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs([
+                ("CONFIG_FILE", "/dev/null".to_string()),
+                ("HOST", "127.0.0.1".to_string()),
+                ("PORT", port.to_string()),
+                ("GRPC_PORT", "0".to_string()),
+                ("WORKERS", "1".to_string()),
+                ("MONGO_URI", crate::helpers::mongo_uri()),
+                ("MONGO_DB", db_name.clone()),
+                ("MASTER_KEY", master_key.clone()),
+                ("TOKEN_tester", who.token.clone()),
+                ("ALLOW_tester", "*".to_string()),
+                ("WEBHOOK_SECRET", SIGNING.to_string()),
+                ("ROTATION_SCAN_MS", "200".to_string()),
+                ("ROTATION_RETRY_MS", "20".to_string()),
+                ("ROTATION_LEASE_SECS", "3".to_string()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Killed)
+            .expect("binary starts")
+    };
+    let ports = [crate::helpers::free_port(), crate::helpers::free_port()];
+    let mut servers = [Some(spawn(ports[0])), Some(spawn(ports[1]))];
+    let http = reqwest::Client::new();
+    for port in ports {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http
+            .get(format!("http://127.0.0.1:{port}/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "server on {port} did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let db = crate::helpers::test_db(&db_name).await;
+    let lease = || async {
+        db.collection::<mongodb::bson::Document>("scheduler_lease")
+            .find_one(doc! { "_id": "rotation" })
+            .await
+            .expect("lease")
+    };
+    let holder_pid = |d: &mongodb::bson::Document| -> u32 {
+        d.get_str("holder")
+            .expect("holder")
+            .trim_start_matches("pid")
+            .split('-')
+            .next()
+            .expect("pid")
+            .parse()
+            .expect("number")
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        if let Some(d) = lease().await {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "nobody took the lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pids: Vec<u32> = servers
+        .iter()
+        .map(|s| s.as_ref().expect("running").0.id())
+        .collect();
+    let leader = pids
+        .iter()
+        .position(|p| *p == holder_pid(&first))
+        .expect("a server leads");
+    let survivor = 1 - leader;
+    let epoch = first.get_i64("epoch").expect("epoch");
+    let base = format!("http://127.0.0.1:{}", ports[survivor]);
+    let mut gate = Gate::start(base.clone()).await;
+    let send = |method: Method, path: &str, body: Option<Value>| {
+        let mut req = http
+            .request(method, format!("{base}{path}"))
+            .header("x-service", &who.service)
+            .header("x-token", &who.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send()
+    };
+    let res = send(
+        Method::POST,
+        "/api/secrets",
+        Some(json!({ "project": "rot", "path": "leader", "value": "v1" })),
+    )
+    .await
+    .expect("create");
+    assert_eq!(res.status().as_u16(), 201);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = reader_loop(
+        format!("{base}/api/secrets/rot/leader"),
+        who.clone(),
+        stop.clone(),
+    );
+    // Due now: an expiry within the hour.
+    let soon = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
+    let res = send(
+        Method::PUT,
+        "/api/secrets/rot/leader/rotation",
+        Some(json!({ "expires_at": soon, "verify_url": gate.url })),
+    )
+    .await
+    .expect("put");
+    assert_eq!(res.status().as_u16(), 200);
+
+    // The leader's rotation: version 2 pending, its verify call held; killed.
+    let (first_call, stranded) = gate.next().await;
+    assert_eq!(first_call["version"], 2);
+    let stranded = stranded.expect("the verifier read the pending value");
+    let now = lease().await.expect("lease");
+    assert_eq!(
+        (holder_pid(&now), now.get_i64("epoch").ok()),
+        (pids[leader], Some(epoch)),
+        "the rotation is the leader's"
+    );
+    let killed_at = Instant::now();
+    drop(servers[leader].take());
+    gate.release.send(200).expect("release (to a dead caller)");
+
+    // The survivor leads, rotates again (version 3) and promotes.
+    let (second_call, fresh) = gate.next().await;
+    assert_eq!(second_call["version"], 3, "{second_call}");
+    let fresh = fresh.expect("pending value");
+    let took = lease().await.expect("lease");
+    assert_eq!(holder_pid(&took), pids[survivor]);
+    assert!(
+        took.get_i64("epoch").expect("epoch") > epoch,
+        "a new fencing token"
+    );
+    gate.release.send(200).expect("release");
+    let shown = loop {
+        let shown: Value = send(Method::GET, "/api/secrets/rot/leader/rotation", None)
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if !shown["last_rotation"].is_null() {
+            break shown;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "not rotated: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let last = &shown["last_rotation"];
+    assert_eq!(
+        (
+            &last["outcome"],
+            &last["trigger"],
+            &last["from_version"],
+            &last["to_version"]
+        ),
+        (&json!("success"), &json!("schedule"), &json!(1), &json!(3)),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["history"].as_array().map(Vec::len),
+        Some(1),
+        "{shown}"
+    );
+    let current: Value = send(Method::GET, "/api/secrets/rot/leader", None)
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (current["version"].as_i64(), current["value_b64"].as_str()),
+        (Some(3), Some(fresh.as_str()))
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (seen, other) = reader.await.expect("the reader saw only current versions");
+    assert!(
+        other.is_empty(),
+        "the survivor answered every read: {other:?}"
+    );
+    assert!(
+        seen.len() > 10,
+        "the reader ran throughout ({} reads)",
+        seen.len()
+    );
+    assert!(seen.iter().all(|(v, _)| *v == 1 || *v == 3), "{seen:?}");
+    assert!(
+        seen.iter().all(|(_, value)| *value != stranded),
+        "a reader saw the stranded pending value"
+    );
+    let doc = db
+        .collection::<mongodb::bson::Document>("secrets")
+        .find_one(doc! { "project": "rot", "path": "leader" })
+        .await
+        .expect("find")
+        .expect("doc");
+    assert!(doc.get("pending_version").is_none(), "{doc:?}");
+    assert!(
+        doc.get_array("failed_versions")
+            .expect("failed_versions")
+            .iter()
+            .any(|v| v.as_i64() == Some(2)),
+        "the stranded version is marked failed: {doc:?}"
+    );
+
+    // The audit trail (see above): settled records only; one rotation record.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let all = loop {
+        let all = all_records(&db, "leader").await;
+        let settled = all.iter().all(|r| r.get_str("outcome") != Ok("pending"));
+        if settled && actions(&all, "rotate").len() == 1 {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "{all:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rotate = actions(&all, "rotate");
+    assert_eq!(rotate[0].get_str("outcome"), Ok("success"));
+    assert_eq!(
+        rotate[0].get_str("actor"),
+        Ok(secret_manager::vault::rotation::scheduler::SCHEDULER_ACTOR)
+    );
+    assert_eq!(rotate[0].get_i64("version"), Ok(3));
+    let stages: Vec<(i64, &str)> = actions(&all, "rotation_stage")
+        .iter()
+        .map(|r| {
+            (
+                r.get_i64("version").expect("version"),
+                r.get_str("outcome").expect("outcome"),
+            )
+        })
+        .collect();
+    assert_eq!(stages, [(2, "success"), (3, "success")]);
+    let promotions: Vec<i64> = actions(&all, "rotation_promote")
+        .iter()
+        .map(|r| r.get_i64("version").expect("version"))
+        .collect();
+    assert_eq!(promotions, [3], "the killed leader promoted nothing");
+}

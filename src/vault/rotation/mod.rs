@@ -18,6 +18,12 @@
 //!    rolls back at once (`rotation_rollback`: previous → current, the new
 //!    version marked `failed`; event `secret_rolled_back`).
 //!
+//! A pending version left by a rotation that could not finish (its process
+//! died, or the database was down so even its discard failed) is replaced by
+//! the next try of the same rotation, by a newer scheduler leader (higher
+//! fencing token), or by anyone once it is older than `PENDING_STALE_SECS`;
+//! the replaced version is marked `failed`.
+//!
 //! Tries are spaced by a backoff; when all fail the rotation's record is
 //! `rotation_failed` and so is its event. Every write is a compare-and-set
 //! on what the try read and on the scheduler's fencing token (see
@@ -568,11 +574,18 @@ impl Vault {
     ) -> Result<Rotated, ApiError> {
         let mut last = None;
         let mut from = None;
+        // The pending version an earlier try of this rotation wrote: when its
+        // discard could not be stored (the database down between steps), the
+        // next try replaces it instead of waiting for it to go stale.
+        let mut own_pending = None;
         for attempt in 0..TRIES {
             if attempt > 0 {
                 tokio::time::sleep(self.rotation.settings.retry * 2u32.pow(attempt - 1)).await;
             }
-            match self.try_rotation(meta, &job, &mut from).await {
+            match self
+                .try_rotation(meta, &job, &mut from, &mut own_pending)
+                .await
+            {
                 Ok(mut done) => {
                     done.tries = attempt + 1;
                     scope.version(Some(done.version));
@@ -680,6 +693,7 @@ impl Vault {
         meta: &RequestMeta,
         job: &Job<'_>,
         from: &mut Option<i64>,
+        own_pending: &mut Option<i64>,
     ) -> Result<Rotated, Failure> {
         if !job.fence.holds() {
             return Err(Failure::lost_lease());
@@ -694,7 +708,8 @@ impl Vault {
             None => None,
             Some(p) => {
                 let started = staged.pending_since.map_or(0, |t| t.timestamp_millis());
-                let stale = staged.pending_epoch.unwrap_or(0) < job.fence.epoch()
+                let stale = *own_pending == Some(p)
+                    || staged.pending_epoch.unwrap_or(0) < job.fence.epoch()
                     || BsonDateTime::now().timestamp_millis() - started > PENDING_STALE_SECS * 1000;
                 if !stale {
                     return Err(Failure {
@@ -777,6 +792,7 @@ impl Vault {
         })
         .await
         .map_err(db_failure)?;
+        *own_pending = Some(next);
 
         // 2. verify
         if let (Some(url), Some(token)) = (verify_url, read_token.as_ref()) {
