@@ -102,6 +102,7 @@ pub struct Metrics {
     pub operation_duration: Family<ChannelOperationLabels, Histogram>,
     pub authentications: Family<AuthLabels, Counter>,
     pub audit_batch_size: Histogram,
+    pub read_batch_size: Histogram,
     pub audit_write_duration: Histogram,
     pub audit_write_failures: Counter,
     pub events_published: Family<KindLabels, Counter>,
@@ -155,6 +156,12 @@ impl Metrics {
             "audit_batch_size",
             "Audit records per insert_many",
             audit_batch_size.clone(),
+        );
+        let read_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        registry.register(
+            "read_batch_size",
+            "Point reads of secrets answered by one coalesced find",
+            read_batch_size.clone(),
         );
         let audit_write_duration = seconds_buckets();
         registry.register(
@@ -241,6 +248,7 @@ impl Metrics {
             operation_duration,
             authentications,
             audit_batch_size,
+            read_batch_size,
             audit_write_duration,
             audit_write_failures,
             events_published,
@@ -330,6 +338,7 @@ pub const NAMES: &[&str] = &[
     "secret_manager_operation_duration_seconds",
     "secret_manager_authentications_total",
     "secret_manager_audit_batch_size",
+    "secret_manager_read_batch_size",
     "secret_manager_audit_write_duration_seconds",
     "secret_manager_audit_write_failures_total",
     "secret_manager_events_published_total",

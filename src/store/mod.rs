@@ -9,6 +9,7 @@ pub mod group_commit;
 pub mod keyring;
 pub mod policies;
 pub mod projects;
+pub mod read_batch;
 pub mod rotation;
 pub mod secrets;
 pub mod service_tokens;

@@ -296,8 +296,12 @@ pub async fn mark_unaudited(db: &Database, id: &str) -> Result<(), StoreError> {
 
 /// A live secret with one version: the newest (`None`, projected alone) or a
 /// given one. `versions` is empty when that version is no longer kept.
+///
+/// The newest version is read through `reads` (coalesced with concurrent
+/// reads into one query, see `read_batch`).
 pub async fn find_live(
     db: &Database,
+    reads: &super::read_batch::ReadBatch,
     at: Locator<'_>,
     version: Option<i64>,
 ) -> Result<Option<SecretView<VersionDoc>>, StoreError> {
@@ -306,10 +310,7 @@ pub async fn find_live(
     let coll = collection::<SecretView<VersionDoc>>(db);
     let found = match version {
         None => {
-            let newest = coll
-                .find_one(filter.clone())
-                .projection(doc! { "versions": { "$slice": -1 } })
-                .await?;
+            let newest = reads.newest(at).await?;
             match newest {
                 // The newest kept version is not always the current one: a
                 // rotation's `pending` (or a rolled-back, `failed`) version

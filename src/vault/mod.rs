@@ -329,6 +329,8 @@ pub struct Vault {
     audit_sink: AuditSink,
     /// Group-commits new secrets (creates), like the audit records.
     secret_inserts: GroupCommit<crate::store::secrets::SecretDoc>,
+    /// Coalesces concurrent point reads into one query (see `store::read_batch`).
+    reads: crate::store::read_batch::ReadBatch,
     /// Numbers and stores change events in batches (see `store::events::EventWriter`).
     event_writer: crate::store::events::EventWriter,
     keyring: Arc<Keyring>,
@@ -416,6 +418,9 @@ impl Vault {
             cursor_key,
             audit_sink: AuditSink::spawn(&db),
             secret_inserts: GroupCommit::spawn(crate::store::secrets::collection(&db), None),
+            reads: crate::store::read_batch::ReadBatch::spawn(crate::store::secrets::collection(
+                &db,
+            )),
             event_writer: crate::store::events::EventWriter::spawn(&db),
             db,
             keyring,

@@ -441,7 +441,7 @@ impl Vault {
                 project: key.project(),
                 path: key.path(),
             };
-            let Some(found) = secrets::find_live(self.db(), at, version).await? else {
+            let Some(found) = secrets::find_live(self.db(), &self.reads, at, version).await? else {
                 if version.is_none() {
                     self.stub(meta, key, description).await;
                 }
@@ -549,7 +549,7 @@ impl Vault {
                 project: key.project(),
                 path: key.path(),
             };
-            let mut read = secrets::find_live(self.db(), at, None).await?;
+            let mut read = secrets::find_live(self.db(), &self.reads, at, None).await?;
             if read.is_none() {
                 scope.op(Op::Create);
             }
@@ -618,7 +618,7 @@ impl Vault {
         for attempt in 0..CAS_ATTEMPTS {
             let current = match read.take() {
                 Some(current) => current,
-                None => match secrets::find_live(self.db(), at, None).await? {
+                None => match secrets::find_live(self.db(), &self.reads, at, None).await? {
                     Some(current) => current,
                     None => return Ok(None),
                 },

@@ -27,6 +27,7 @@ mod named;
 mod nats;
 mod openapi;
 mod policies;
+mod read_batch;
 mod rotation;
 mod runtime_policies;
 mod scan;
