@@ -1244,3 +1244,85 @@ async fn a_stream_ends_when_its_caller_has_no_grant_left_in_the_project() {
         .collect();
     assert_eq!(outcomes, ["success", "denied"], "{records:?}");
 }
+
+/// A create writes its audit record and takes its event number while the
+/// secret is inserted (`Vault::audit_beside`). When the insert is refused
+/// (the path is taken), that same record is settled as the refusal, and the
+/// number is stored at once as a placeholder: no success record and no gap
+/// for the followers to wait out.
+#[tokio::test]
+async fn a_refused_create_settles_its_record_and_voids_its_event_number() {
+    use futures_util::TryStreamExt as _;
+    let a = spawn_app_with(&[]).await;
+    let first = put(&a, "ops", "taken", "v1").await;
+    let again = send(
+        &a,
+        &a.identity,
+        Method::POST,
+        "/api/secrets",
+        Some(json!({ "project": "ops", "path": "taken", "value": "v2" })),
+    )
+    .await;
+    again.assert_error(409, "secret_exists");
+    let after = put(&a, "ops", "next", "v3").await;
+
+    let records: Vec<mongodb::bson::Document> = a
+        .audit_logs()
+        .find(mongodb::bson::doc! { "project": "ops", "path": "taken" })
+        .sort(mongodb::bson::doc! { "ts": 1 })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("records");
+    let outcomes: Vec<(&str, &str, Option<&str>)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.get_str("action").unwrap_or_default(),
+                r.get_str("outcome").unwrap_or_default(),
+                r.get_str("error_code").ok(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("create", "success", None),
+            ("create", "conflict", Some("secret_exists"))
+        ],
+        "one record per create; the refused one settled"
+    );
+    assert_eq!(records[0].get_str("secret_id").ok(), first["id"].as_str());
+    assert_ne!(records[1].get_str("secret_id").ok(), first["id"].as_str());
+
+    // Numbers 1, 2, 3: the refused create's number holds a placeholder.
+    let events: Vec<mongodb::bson::Document> =
+        a.db.collection::<mongodb::bson::Document>("events")
+            .find(mongodb::bson::doc! {})
+            .sort(mongodb::bson::doc! { "_id": 1 })
+            .await
+            .expect("find")
+            .try_collect()
+            .await
+            .expect("events");
+    let seen: Vec<(i64, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.get_i64("_id").unwrap_or_default(),
+                e.get_str("kind").unwrap_or_default(),
+                e.get_str("path").unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "secret_created", "taken"),
+            (2, "lost", ""),
+            (3, "secret_created", "next")
+        ]
+    );
+    assert_eq!(after["version"], 1);
+}
