@@ -291,7 +291,7 @@ def render(args, dashboard: dict) -> int:
         ax.set_xlim(dt.datetime.fromtimestamp(args.start, dt.timezone.utc),
                     dt.datetime.fromtimestamp(args.end, dt.timezone.utc))
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=dt.timezone.utc))
-        ax.xaxis.set_major_locator(MaxNLocator(7))
+        ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=8, tz=dt.timezone.utc))
         if handles:
             frame_leg = fig.add_axes(px(x0 + 8, y0 + h - legend_px - 4, w - 16, legend_px))
             frame_leg.set_axis_off()
