@@ -302,3 +302,20 @@ async fn the_dashboard_queries_run_in_prometheus_and_the_key_panels_have_data() 
         );
     }
 }
+
+/// The snapshot script hands tokens to `secret-manager bench` through its
+/// environment, never on a command line, and stops what it starts by pid.
+#[test]
+fn the_dashboard_snapshot_passes_no_token_on_a_command_line() {
+    let script = std::fs::read_to_string("scripts/dashboard_snapshot.sh").expect("script");
+    for flag in ["--token", "--mongo-uri"] {
+        assert!(!script.contains(flag), "passes {flag} in argv");
+    }
+    assert!(script.contains(r#"VAULT_TOKEN="$tok" "$BIN" bench"#));
+    for stop in ["scripts/prometheus.sh stop", "scripts/cluster.sh down"] {
+        assert!(script.contains(stop), "cleans up with {stop}");
+    }
+    for broad in ["pkill", "killall"] {
+        assert!(!script.contains(broad), "never {broad}");
+    }
+}
