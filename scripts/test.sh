@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the suite starts for itself: HAProxy (cluster tests), nats-server (NATS
-# tests), headless Chromium (Swagger UI and console tests); protoc builds the gRPC stubs
-# (build.rs), python3 with grpcio runs the independent gRPC client.
+# tests), Prometheus (dashboard queries), headless Chromium (Swagger UI and
+# console tests); protoc builds the gRPC stubs (build.rs), python3 with grpcio
+# runs the independent gRPC client.
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
@@ -15,6 +16,8 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# Prometheus runs the Grafana dashboard's queries (tests/api/metrics.rs).
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # Node and npm compile and run the generated TypeScript client (tests/api/schema.rs).
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -157,3 +157,165 @@ fn the_dashboard_queries_only_served_metrics() {
             && prometheus.contains("metrics_path: /metrics")
     );
 }
+
+/// A Prometheus started by `scripts/prometheus.sh`, stopped (by its pid) on drop.
+struct Prometheus {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Prometheus {
+    /// Scrapes `target` (`host:port`) every second.
+    fn start(target: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("scripts/prometheus.sh")
+            .args(["start", dir.path().to_str().expect("utf-8"), "1s", target])
+            .output()
+            .expect("scripts/prometheus.sh runs");
+        assert!(
+            out.status.success(),
+            "Prometheus starts (scripts/test.sh installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Self { dir, url }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = Command::new("scripts/prometheus.sh")
+            .args(["stop", self.dir.path().to_str().expect("utf-8")])
+            .status();
+    }
+}
+
+/// Every dashboard query goes through the real Prometheus query engine
+/// (`scripts/render_dashboard.py check`: Grafana's variables substituted,
+/// `/api/v1/query`) without a parse or execution error, and once a real
+/// replica's traffic is scraped the key panels have finite values: request
+/// rate, authentication failures, audit write latency, operation latency.
+/// `promtool` accepts `deploy/prometheus.yml`.
+#[tokio::test]
+async fn the_dashboard_queries_run_in_prometheus_and_the_key_panels_have_data() {
+    // The Swarm scrape job is a configuration Prometheus accepts.
+    let checked = Command::new("promtool")
+        .args(["check", "config", "deploy/prometheus.yml"])
+        .output()
+        .expect("promtool runs (Debian's prometheus package)");
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+
+    let app = spawn_app_with(&[("METRICS_DB_COMMANDS", "true")]).await;
+    let prometheus = Prometheus::start(app.address.trim_start_matches("http://"));
+    let key = [
+        ("Request rate by route", "A"),
+        ("Authentication failures and denials", "A"),
+        ("Audit writes", "A"),
+        ("p99 by channel and operation", "A"),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let mut round = 0;
+    loop {
+        // Traffic between scrapes, so every rate has something to show: a
+        // create, a fetch, and a refused token (a new claimed service each
+        // round, so the failure limiter never answers 429 instead).
+        round += 1;
+        let created = app
+            .post_json(
+                "/api/secrets",
+                &json!({ "project": "ops", "path": format!("d{round}"), "value": "v" }),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        assert_eq!(
+            app.get(&format!("/api/secrets/ops/d{round}")).await.status,
+            200
+        );
+        let wrong = Identity::new(&format!("stranger{round}"));
+        let refused =
+            TestApp::send(app.request_as(Some(&wrong), Method::GET, "/api/secrets/ops/d1")).await;
+        assert_eq!(refused.status, 401);
+
+        let out = Command::new("python3")
+            .args(["scripts/render_dashboard.py", "check", "--prometheus"])
+            .arg(&prometheus.url)
+            .args(["--scrape-interval", "1"])
+            .output()
+            .expect("python3 runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "Prometheus rejected a dashboard query: {stderr}"
+        );
+        let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+            .collect();
+        assert!(results.len() >= 20, "every query reported: {results:?}");
+        let missing: Vec<_> = key
+            .iter()
+            .filter(|(panel, refid)| {
+                !results
+                    .iter()
+                    .any(|r| r["panel"] == *panel && r["ref"] == *refid && r["finite"] != 0)
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no data for {missing:?} after {round} rounds: {stderr}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
+    // The check fails loudly: a query Prometheus cannot parse, and a variable
+    // Grafana would not know, are each named and exit non-zero.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (expr, says) in [
+        ("sum(rate(secret_manager_operations_total[5m])", "bad_data"),
+        (
+            "rate(secret_manager_operations_total[$nosuch])",
+            "unknown variable $nosuch",
+        ),
+    ] {
+        let broken = dir.path().join("broken.json");
+        let dashboard = json!({ "panels": [{ "id": 1, "title": "Broken", "targets": [{ "refId": "A", "expr": expr }] }] });
+        std::fs::write(&broken, dashboard.to_string()).expect("write");
+        let out = Command::new("python3")
+            .args(["scripts/render_dashboard.py", "check", "--prometheus"])
+            .arg(&prometheus.url)
+            .arg("--dashboard")
+            .arg(&broken)
+            .output()
+            .expect("python3 runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{expr} is refused");
+        assert!(
+            stderr.contains("REJECTED") && stderr.contains(says),
+            "{expr}: {stderr}"
+        );
+    }
+}
+
+/// The snapshot script hands tokens to `secret-manager bench` through its
+/// environment, never on a command line, and stops what it starts by pid.
+#[test]
+fn the_dashboard_snapshot_passes_no_token_on_a_command_line() {
+    let script = std::fs::read_to_string("scripts/dashboard_snapshot.sh").expect("script");
+    for flag in ["--token", "--mongo-uri"] {
+        assert!(!script.contains(flag), "passes {flag} in argv");
+    }
+    assert!(script.contains(r#"VAULT_TOKEN="$tok" "$BIN" bench"#));
+    for stop in ["scripts/prometheus.sh stop", "scripts/cluster.sh down"] {
+        assert!(script.contains(stop), "cleans up with {stop}");
+    }
+    for broad in ["pkill", "killall"] {
+        assert!(!script.contains(broad), "never {broad}");
+    }
+}
