@@ -9,8 +9,9 @@
 # 3. three replicas behind HAProxy (scripts/cluster.sh),
 # alternating ceiling and service runs ROUNDS times and reporting medians and
 # ratios; then a concurrency table (1, 16, 64, 256) and each replica's peak RSS;
-# then OpenBao beside the service (scripts/bench_openbao.sh) and the scale
-# table, 1,000 to 100,000 secrets in one project (scripts/bench_scale.sh).
+# then one replica against the ceiling at 64 and 1 connections with the CPU
+# per request of database and replica (scripts/bench_ceiling.sh), OpenBao
+# beside the service (scripts/bench_openbao.sh) and the scale table, 1,000 to 100,000 secrets in one project (scripts/bench_scale.sh).
 # Uses a local database (scripts/db.sh) unless MONGO_URI is set. Loopback only;
 # every run is bounded by DURATION_SECS. Writes Markdown to stdout.
 set -euo pipefail
@@ -110,6 +111,10 @@ echo "Peak RSS (VmHWM), 3 replicas: $(peak_rss)"
 scripts/cluster.sh down >/dev/null 2>&1
 unset MONGO_URI MASTER_KEY_FILE TOKEN_bench ALLOW_bench ALLOWED_SERVICES
 [ -n "$orig_uri" ] && export MONGO_URI="$orig_uri"
+echo
+echo "One replica against the naive ceiling at 64 and 1 connections (scripts/bench_ceiling.sh $DURATION $ROUNDS):"
+echo
+scripts/bench_ceiling.sh "$DURATION" "$ROUNDS" "64 1"
 echo
 echo "Beside OpenBao (scripts/bench_openbao.sh $DURATION $ROUNDS 64):"
 echo

@@ -80,11 +80,8 @@ pub async fn insert(db: &Database, record: &AuditRecord) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Settles a record written before its operation ended (`pending`, or a
-/// success written beside the change) with the operation's outcome and what
-/// it touched. `was` is the outcome it was written with: a record is settled
-/// once.
-pub async fn settle(db: &Database, record: &AuditRecord, was: &str) -> Result<(), StoreError> {
+/// Settles a `pending` record with the operation's outcome and what it touched.
+pub async fn settle(db: &Database, record: &AuditRecord) -> Result<(), StoreError> {
     let Some(id) = &record.id else {
         return Err(StoreError::Other("a pending audit record has no id".into()));
     };
@@ -104,14 +101,15 @@ pub async fn settle(db: &Database, record: &AuditRecord, was: &str) -> Result<()
         set.insert("version", v);
     }
     let r = collection(db)
-        .update_one(doc! { "_id": id, "outcome": was }, doc! { "$set": set })
+        .update_one(
+            doc! { "_id": id, "outcome": "pending" },
+            doc! { "$set": set },
+        )
         .await?;
     if r.matched_count == 1 {
         Ok(())
     } else {
-        Err(StoreError::Other(
-            "the audit record to settle is gone".into(),
-        ))
+        Err(StoreError::Other("the pending audit record is gone".into()))
     }
 }
 

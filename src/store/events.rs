@@ -170,135 +170,67 @@ pub async fn count_between(db: &Database, after: i64, upto: i64) -> Result<u64, 
         .await?)
 }
 
-/// Group commit for change events, in two steps that may run apart: numbers
-/// are taken for the events of concurrent operations by one `$inc` of the
-/// counter ([`EventWriter::reserve`]), and numbered events are stored by one
-/// `insert_many` ([`EventWriter::store`]), so a busy replica pays two round
-/// trips per batch, not per write. A write can take its numbers while its
-/// other work is in flight (a create takes them beside its secret insert and
-/// audit record) and store the events once the operation stands. A number
-/// taken for an operation that then failed is stored as a placeholder at once
-/// ([`EventWriter::void`]); one whose writer died is filled by the followers
-/// after `GAP_TIMEOUT` (see `vault::event_stream`).
+/// Group commit for change events: the events of concurrent operations are
+/// numbered by one `$inc` of the counter and stored by one `insert_many`, so
+/// a busy replica pays two round trips per batch, not per write. Every number
+/// a batch takes is inserted by that batch's one command, as before: no gap
+/// is made that the followers would have to wait out.
 #[derive(Clone)]
 pub struct EventWriter {
-    numbers: tokio::sync::mpsc::Sender<(i64, NumbersAck)>,
-    inserts: super::group_commit::GroupCommit<EventDoc>,
-    db: Database,
+    tx: tokio::sync::mpsc::Sender<(Vec<EventDoc>, EventAck)>,
 }
 
-type NumbersAck = tokio::sync::oneshot::Sender<Result<i64, StoreError>>;
+type EventAck = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
 
-/// Most reservations one `$inc` serves.
+/// Most events one batch numbers and inserts.
 const MAX_EVENT_BATCH: usize = 256;
 
-/// Sequence numbers taken for one operation's events: `first..first + count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Numbers {
-    pub first: i64,
-    pub count: i64,
-}
-
 impl EventWriter {
-    /// Starts the batching tasks on the current tokio runtime.
+    /// Starts the batching task on the current tokio runtime.
     pub fn spawn(db: &Database) -> Self {
-        let (numbers, rx) = tokio::sync::mpsc::channel(MAX_EVENT_BATCH * 4);
-        tokio::spawn(take_batches(db.clone(), rx));
-        Self {
-            numbers,
-            inserts: super::group_commit::GroupCommit::spawn(collection(db), None),
-            db: db.clone(),
-        }
+        let (tx, rx) = tokio::sync::mpsc::channel(MAX_EVENT_BATCH * 4);
+        tokio::spawn(write_batches(db.clone(), rx));
+        Self { tx }
     }
 
-    /// Takes `count` consecutive sequence numbers (batched with concurrent callers).
-    pub async fn reserve(&self, count: i64) -> Result<Numbers, StoreError> {
+    /// Numbers `events` (their `seq` is overwritten) and stores them; resolves
+    /// once MongoDB has acknowledged them.
+    pub async fn write(&self, events: Vec<EventDoc>) -> Result<(), StoreError> {
         let (ack, done) = tokio::sync::oneshot::channel();
-        self.numbers
-            .send((count, ack))
+        self.tx
+            .send((events, ack))
             .await
             .map_err(|_| StoreError::Other("event writer stopped".into()))?;
-        let last = done
-            .await
-            .map_err(|_| StoreError::Other("event writer dropped a reservation".into()))??;
-        Ok(Numbers {
-            first: last - count + 1,
-            count,
-        })
-    }
-
-    /// Stores events numbered from `numbers` (their `seq` is overwritten;
-    /// there must be exactly `numbers.count` of them); resolves once MongoDB
-    /// has acknowledged them all.
-    pub async fn store(
-        &self,
-        numbers: Numbers,
-        mut events: Vec<EventDoc>,
-    ) -> Result<(), StoreError> {
-        debug_assert_eq!(i64::try_from(events.len()).ok(), Some(numbers.count));
-        for (doc, seq) in events.iter_mut().zip(numbers.first..) {
-            doc.seq = seq;
-        }
-        let stored =
-            futures_util::future::join_all(events.into_iter().map(|e| self.inserts.insert(e)))
-                .await;
-        for r in stored {
-            r.map_err(|e| match e {
-                super::group_commit::BatchError::Store(e) => e,
-                // Someone filled the number first (a follower gave up on it).
-                super::group_commit::BatchError::Duplicate => {
-                    StoreError::Other("the event's sequence number was given up".into())
-                }
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Numbers `events` and stores them.
-    pub async fn write(&self, events: Vec<EventDoc>) -> Result<(), StoreError> {
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-        if count == 0 {
-            return Ok(());
-        }
-        let numbers = self.reserve(count).await?;
-        self.store(numbers, events).await
-    }
-
-    /// Stores placeholders of `kind` for numbers whose events will never be
-    /// stored (their operation failed), so followers need not wait for them.
-    pub async fn void(&self, numbers: Numbers, kind: &str) -> Result<(), StoreError> {
-        let now = DateTime::now();
-        let placeholders: Vec<EventDoc> = (numbers.first..numbers.first + numbers.count)
-            .map(|seq| EventDoc {
-                seq,
-                kind: kind.to_string(),
-                project: String::new(),
-                path: String::new(),
-                version: None,
-                ts: now,
-                actor: String::new(),
-            })
-            .collect();
-        insert_missing(&self.db, &placeholders).await
+        done.await
+            .map_err(|_| StoreError::Other("event writer dropped an event".into()))?
     }
 }
 
-async fn take_batches(db: Database, mut rx: tokio::sync::mpsc::Receiver<(i64, NumbersAck)>) {
+async fn write_batches(
+    db: Database,
+    mut rx: tokio::sync::mpsc::Receiver<(Vec<EventDoc>, EventAck)>,
+) {
     let mut batch = Vec::with_capacity(MAX_EVENT_BATCH);
     while rx.recv_many(&mut batch, MAX_EVENT_BATCH).await > 0 {
-        let total: i64 = batch.iter().map(|(n, _)| *n).sum();
-        let result = take_numbers(&db, total).await;
-        // Hand out the batch's numbers in order: the first caller gets the lowest.
-        let mut next = result.as_ref().map(|last| last - total + 1).ok();
-        for (n, ack) in batch.drain(..) {
-            let _ = ack.send(match (&result, next.as_mut()) {
-                (Ok(_), Some(next)) => {
-                    *next += n;
-                    Ok(*next - 1)
-                }
-                (Err(StoreError::Unavailable(m)), _) => Err(StoreError::Unavailable(m.clone())),
-                (Err(StoreError::Other(m)), _) => Err(StoreError::Other(m.clone())),
-                (Ok(_), None) => Err(StoreError::Other("no numbers".into())),
+        let (groups, acks): (Vec<Vec<EventDoc>>, Vec<EventAck>) = batch.drain(..).unzip();
+        let mut docs: Vec<EventDoc> = groups.into_iter().flatten().collect();
+        let result = async {
+            let n = i64::try_from(docs.len()).unwrap_or(i64::MAX);
+            if n == 0 {
+                return Ok(());
+            }
+            let last = take_numbers(&db, n).await?;
+            for (doc, seq) in docs.iter_mut().zip(last - n + 1..) {
+                doc.seq = seq;
+            }
+            insert(&db, &docs).await
+        }
+        .await;
+        for ack in acks {
+            let _ = ack.send(match &result {
+                Ok(()) => Ok(()),
+                Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m.clone())),
+                Err(StoreError::Other(m)) => Err(StoreError::Other(m.clone())),
             });
         }
     }

@@ -268,31 +268,10 @@ impl Vault {
                     actor: meta.actor().to_string(),
                 })
                 .collect();
-            match scope.numbers {
-                // Taken beside the change (see `Vault::audit_beside`).
-                Some(numbers) if i64::try_from(docs.len()).ok() == Some(numbers.count) => {
-                    self.event_writer.store(numbers, docs).await
-                }
-                Some(numbers) => {
-                    self.event_writer.void(numbers, LOST).await?;
-                    self.event_writer.write(docs).await
-                }
-                None => self.event_writer.write(docs).await,
-            }
+            self.event_writer.write(docs).await
         };
         if let Err(e) = stored.await {
             tracing::error!(error = %e, kinds = ?scope.events, "a change event could not be stored; event streams will miss it");
-        }
-    }
-
-    /// Stores placeholders for the event numbers an operation took beside its
-    /// change (see `Vault::audit_beside`) when it did not stand after all, so
-    /// followers need not wait for them.
-    pub(super) async fn void_numbers(&self, scope: &mut Scope) {
-        if let Some(numbers) = scope.numbers.take() {
-            if let Err(e) = self.event_writer.void(numbers, LOST).await {
-                tracing::warn!(error = %e, "could not fill event numbers of a failed change; the followers will");
-            }
         }
     }
 

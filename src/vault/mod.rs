@@ -240,12 +240,8 @@ pub struct Scope {
     version: Option<i64>,
     target: Option<String>,
     undo: Option<Undo>,
-    /// The record already written for this operation, settled by the wrapper:
-    /// `pending` before a change (see `Vault::pending`), or a success written
-    /// beside the change (see `Vault::audit_beside`).
-    written: Option<Written>,
-    /// Sequence numbers taken for the events beside the change (see `Vault::audit_beside`).
-    numbers: Option<crate::store::events::Numbers>,
+    /// The id of the `pending` record written before a change (see `Vault::pending`).
+    pending: Option<String>,
     /// Transitions to publish once the operation's record is stored.
     events: Vec<&'static str>,
     /// Published once the record of a failed operation is stored (`rotation_failed`).
@@ -262,8 +258,7 @@ impl Scope {
             version: None,
             target: None,
             undo: None,
-            written: None,
-            numbers: None,
+            pending: None,
             events: Vec::new(),
             failure_events: Vec::new(),
         }
@@ -312,22 +307,6 @@ impl Scope {
     /// Publishes `kind` if the operation fails, once its record is stored.
     pub fn event_on_failure(&mut self, kind: &'static str) {
         self.failure_events.push(kind);
-    }
-}
-
-/// An audit record written before the operation ended.
-#[derive(Debug, Clone)]
-struct Written {
-    /// The record as stored (its `id` is set).
-    record: AuditRecord,
-}
-
-impl Written {
-    /// Whether `final_record` says what is stored already (the time aside).
-    fn says(&self, final_record: &AuditRecord) -> bool {
-        let mut r = final_record.clone();
-        r.ts = self.record.ts;
-        r == self.record
     }
 }
 
@@ -543,7 +522,6 @@ impl Vault {
                     if let Some(undo) = scope.undo.take() {
                         self.undo(undo).await;
                     }
-                    self.void_numbers(scope).await;
                     return Err(e.into());
                 }
                 let now = chrono::Utc::now();
@@ -558,7 +536,6 @@ impl Vault {
             }
             Err(e) => {
                 self.audit_failure(meta, scope, &e).await;
-                self.void_numbers(scope).await;
                 if !scope.failure_events.is_empty() {
                     scope.events = std::mem::take(&mut scope.failure_events);
                     let now = chrono::Utc::now();
@@ -653,65 +630,15 @@ impl Vault {
         meta: &RequestMeta,
         scope: &mut Scope,
     ) -> Result<(), ApiError> {
-        if !self.limits.audit_enabled || scope.written.is_some() {
+        if !self.limits.audit_enabled || scope.pending.is_some() {
             return Ok(());
         }
         let id = uuid::Uuid::new_v4().to_string();
         let mut record = self.audit_record(meta, scope, Outcome::Pending, None, None);
         record.id = Some(id.clone());
-        self.store_audit(record.clone()).await?;
-        scope.written = Some(Written { record });
+        self.store_audit(record).await?;
+        scope.pending = Some(id);
         Ok(())
-    }
-
-    /// Runs `change` (one store write) while this operation's audit record is
-    /// written, as a success, and while sequence numbers are taken for
-    /// `events` change events: one round trip instead of three in a row. The
-    /// record is always written by the time a change is acknowledged, so no
-    /// change is ever made without a record; if the change then fails (a
-    /// taken path, the database) the wrapper settles the same record with the
-    /// real outcome, and the numbers become placeholders. Only a crash
-    /// between the two can leave a success record for a change that was not
-    /// made. Returns the change's result, and whether the record was stored:
-    /// if it was not and the change was made, the caller undoes the change.
-    pub(super) async fn audit_beside<T>(
-        &self,
-        meta: &RequestMeta,
-        scope: &mut Scope,
-        events: i64,
-        change: impl std::future::Future<Output = T>,
-    ) -> (T, Result<(), ApiError>) {
-        let numbers = async {
-            if events == 0 {
-                return None;
-            }
-            match self.event_writer.reserve(events).await {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    // `store_events` numbers them afterwards instead.
-                    tracing::warn!(error = %e, "could not take event numbers beside a change");
-                    None
-                }
-            }
-        };
-        if !self.limits.audit_enabled || scope.written.is_some() {
-            let (done, numbers) = tokio::join!(change, numbers);
-            scope.numbers = numbers;
-            return (done, Ok(()));
-        }
-        let mut record = self.audit_record(meta, scope, Outcome::Success, None, None);
-        record.id = Some(uuid::Uuid::new_v4().to_string());
-        let (done, stored, numbers) =
-            tokio::join!(change, self.audit_sink.write(record.clone()), numbers);
-        scope.numbers = numbers;
-        let stored = match stored {
-            Ok(()) => {
-                scope.written = Some(Written { record });
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        };
-        (done, stored)
     }
 
     async fn audit_failure(&self, meta: &RequestMeta, scope: &Scope, err: &ApiError) {
@@ -1051,13 +978,9 @@ impl Vault {
             return Ok(());
         }
         let mut record = self.audit_record(meta, scope, outcome, error_code, count);
-        if let Some(written) = &scope.written {
-            record.id = written.record.id.clone();
-            if written.says(&record) {
-                self.publish_audit(&written.record);
-                return Ok(());
-            }
-            crate::store::audit::settle(self.db(), &record, &written.record.outcome).await?;
+        if let Some(id) = &scope.pending {
+            record.id = Some(id.clone());
+            crate::store::audit::settle(self.db(), &record).await?;
             self.publish_audit(&record);
             return Ok(());
         }

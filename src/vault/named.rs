@@ -264,27 +264,17 @@ impl Vault {
         self.require(meta, action, &resource, &shown)
     }
 
-    /// Stores a new document, while its audit record is written and its
-    /// event numbered (see `Vault::audit_beside`). Removes it again if the
-    /// record cannot be written.
+    /// Stores a new document. The wrapper removes it again if its audit record
+    /// cannot be written.
     pub(super) async fn insert_new(
         &self,
-        meta: &RequestMeta,
         scope: &mut Scope,
         doc: &SecretDoc,
     ) -> Result<(), ApiError> {
         scope.secret_id(&doc.id);
         scope.version(Some(1));
-        let (inserted, audited) = self
-            .audit_beside(meta, scope, 1, self.secret_inserts.insert(doc.clone()))
-            .await;
-        match inserted {
+        match self.secret_inserts.insert(doc.clone()).await {
             Ok(()) => {
-                if let Err(e) = audited {
-                    // Fail closed: without its audit record the create did not happen.
-                    self.undo(Undo::RemoveSecret(doc.id.clone())).await;
-                    return Err(e);
-                }
                 scope.undo(Undo::RemoveSecret(doc.id.clone()));
                 scope.event("secret_created");
                 Ok(())
@@ -316,7 +306,7 @@ impl Vault {
         doc: SecretDoc,
         plaintext: &[u8],
     ) -> Result<SecretDoc, ApiError> {
-        let exists = match self.insert_new(meta, scope, &doc).await {
+        let exists = match self.insert_new(scope, &doc).await {
             Ok(()) => return Ok(doc),
             Err(e) if e.code == ErrorCode::SecretExists => e,
             Err(e) => return Err(e),

@@ -22,7 +22,7 @@ impl Vault {
             self.require_on(meta, Action::Write, &key)?;
             let plaintext = self.decode_value(Value::Base64(secret_b64), "secret")?;
             let doc = self.sealed_doc(meta, &id, &key, &plaintext)?;
-            self.insert_new(meta, scope, &doc).await?;
+            self.insert_new(scope, &doc).await?;
             Ok(id)
         })
         .await
