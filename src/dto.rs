@@ -574,6 +574,31 @@ pub struct AuditEntry {
     pub error_code: Option<String>,
     /// How many refused requests this record stands for (refusals are aggregated).
     pub count: Option<i64>,
+    /// What an operation on something other than a secret acted on (`service_token:<id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// On an `alert` record: the rule that fired and what it counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AuditAlert>,
+}
+
+/// What an `alert` audit record says: which rule fired, about whom, over what window.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AuditAlert {
+    /// `auth_failures`, `denials`, `new_address` or `read_rate`.
+    pub rule: String,
+    /// `service` or `address`.
+    pub subject_kind: String,
+    pub subject: String,
+    /// `new_address`: the address the service read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// What was counted in the window.
+    pub count: i64,
+    /// The alert fired because `count` exceeded this.
+    pub threshold: i64,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
 }
 
 impl From<VaultAuditEntry> for AuditEntry {
@@ -593,6 +618,17 @@ impl From<VaultAuditEntry> for AuditEntry {
             request_id: r.request_id,
             error_code: r.error_code,
             count: r.count,
+            target: r.target,
+            alert: r.alert.map(|a| AuditAlert {
+                rule: a.rule,
+                subject_kind: a.subject_kind,
+                subject: a.subject,
+                address: a.address,
+                count: a.count,
+                threshold: a.threshold,
+                window_start: a.window_start,
+                window_end: a.window_end,
+            }),
         }
     }
 }

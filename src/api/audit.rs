@@ -19,6 +19,8 @@ pub struct AuditQuery {
     pub project: Option<String>,
     pub path: Option<String>,
     pub actor: Option<String>,
+    /// One operation (`read`, `create`, `alert`, ...): lowercase letters and `_`, at most 40.
+    pub action: Option<String>,
     /// RFC 3339 time; only records at or after it.
     pub since: Option<DateTime<Utc>>,
     /// RFC 3339 time; only records before it.
@@ -76,6 +78,7 @@ async fn summary(
         actor: q.actor,
         since: q.since,
         until: q.until,
+        action: None,
         outcome: None,
         limit: DEFAULT_AUDIT_LIMIT,
     };
@@ -114,6 +117,7 @@ async fn read(
         actor: q.actor,
         since: q.since,
         until: q.until,
+        action: q.action,
         outcome: q.outcome,
         limit: q.limit.unwrap_or(DEFAULT_AUDIT_LIMIT),
     };

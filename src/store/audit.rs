@@ -218,6 +218,7 @@ pub struct AuditFilter {
     pub project: Option<String>,
     pub path: Option<String>,
     pub actor: Option<String>,
+    pub action: Option<String>,
     pub since: Option<DateTime>,
     /// Only records before this time.
     pub until: Option<DateTime>,
@@ -242,6 +243,9 @@ fn filter_document(f: &AuditFilter) -> Document {
     }
     if let Some(a) = &f.actor {
         filter.insert("actor", a);
+    }
+    if let Some(a) = &f.action {
+        filter.insert("action", a);
     }
     let mut ts = Document::new();
     if let Some(since) = f.since {

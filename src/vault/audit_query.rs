@@ -26,6 +26,8 @@ pub struct AuditQuery {
     pub since: Option<DateTime<Utc>>,
     /// Only records before this time.
     pub until: Option<DateTime<Utc>>,
+    /// One operation (the record's `action`).
+    pub action: Option<String>,
     /// An outcome (`success`, `denied`, ...) or `failed` (any but `success` and `pending`).
     pub outcome: Option<String>,
     pub limit: i64,
@@ -42,6 +44,28 @@ const OUTCOMES: [&str; 8] = [
     "conflict",
     "error",
 ];
+
+/// Longest `action` a query may name (the longest operation name is far shorter).
+const ACTION_MAX_CHARS: usize = 40;
+
+/// An operation's name as records carry it: lowercase letters and `_`.
+fn action_filter(action: Option<String>) -> Result<Option<String>, ApiError> {
+    match action {
+        Some(a)
+            if a.is_empty()
+                || a.len() > ACTION_MAX_CHARS
+                || !a.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+        {
+            Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!(
+                    "`action` must be an operation name: 1-{ACTION_MAX_CHARS} lowercase letters or `_`"
+                ),
+            ))
+        }
+        other => Ok(other),
+    }
+}
 
 fn outcome_filter(outcome: Option<String>) -> Result<Option<OutcomeFilter>, ApiError> {
     match outcome.as_deref() {
@@ -72,6 +96,22 @@ pub struct AuditEntry {
     pub error_code: Option<String>,
     /// How many refused requests this record stands for (refusals are aggregated).
     pub count: Option<i64>,
+    /// What an operation on something other than a secret acted on (`service_token:<id>`).
+    pub target: Option<String>,
+    /// On an `alert` record: the rule that fired and what it counted.
+    pub alert: Option<AuditAlert>,
+}
+
+/// What an `alert` record says (see `vault::alerts`).
+pub struct AuditAlert {
+    pub rule: String,
+    pub subject_kind: String,
+    pub subject: String,
+    pub address: Option<String>,
+    pub count: i64,
+    pub threshold: i64,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
 }
 
 impl From<AuditRecord> for AuditEntry {
@@ -91,6 +131,17 @@ impl From<AuditRecord> for AuditEntry {
             request_id: r.request_id,
             error_code: r.error_code,
             count: r.count,
+            target: r.target,
+            alert: r.alert.map(|a| AuditAlert {
+                rule: a.rule,
+                subject_kind: a.subject_kind,
+                subject: a.subject,
+                address: a.address,
+                count: a.count,
+                threshold: a.threshold,
+                window_start: utc(a.window_start),
+                window_end: utc(a.window_end),
+            }),
         }
     }
 }
@@ -123,6 +174,7 @@ impl Vault {
                 actor: query.actor,
                 since: query.since.map(mongodb::bson::DateTime::from_chrono),
                 until: query.until.map(mongodb::bson::DateTime::from_chrono),
+                action: action_filter(query.action)?,
                 outcome: outcome_filter(query.outcome)?,
                 limit: query.limit,
             };
@@ -184,6 +236,7 @@ impl Vault {
                 actor: query.actor,
                 since: query.since.map(mongodb::bson::DateTime::from_chrono),
                 until: query.until.map(mongodb::bson::DateTime::from_chrono),
+                action: None,
                 outcome: None,
                 limit: 0,
             };

@@ -306,4 +306,20 @@ async fn the_summary_totals_accesses_per_secret_and_per_actor() {
     )
     .await
     .assert_error(400, "invalid_query");
+    // `action` names one operation; anything else is a clear 400.
+    let long = format!("/api/audit?action={}", "a".repeat(41));
+    for bad in [
+        "/api/audit?action=Read",
+        "/api/audit?action=",
+        long.as_str(),
+    ] {
+        let res = call(&app, &auditor, Method::GET, bad, None).await;
+        let message = res.assert_error(400, "invalid_query");
+        assert!(message.contains("`action`"), "{bad}: {message}");
+    }
+    let reads = call(&app, &auditor, Method::GET, "/api/audit?action=read", None).await;
+    assert_eq!(reads.status, 200, "{}", reads.text);
+    let records = reads.json()["records"].as_array().expect("records").clone();
+    assert!(!records.is_empty());
+    assert!(records.iter().all(|r| r["action"] == "read"), "{records:?}");
 }

@@ -390,18 +390,36 @@ async fn failures_split_across_two_replicas_alert_once() {
     }
 }
 
+/// A service that may read the audit trail (`GET /api/audit`).
+const AUDITOR: &str = r#"
+policies:
+  - name: auditor
+    permissions:
+      - effect: allow
+        actions: [admin]
+        resources: ["audit"]
+services:
+  - name: auditor
+    roles: [auditor]
+"#;
+
 #[tokio::test]
 async fn denials_of_one_service_alert_once_in_the_window() {
     let (url, received) = webhook_receiver().await;
     let reader = Identity::new("reporter");
-    let app = spawn_app_with(&[
-        ("WEBHOOK_URL", url.as_str()),
-        ("WEBHOOK_SECRET", "whsec-alerts-test"),
-        ("TOKEN_reporter", &reader.token),
-        ("ALLOW_reporter", "reports:"),
-        ("ALERT_DENIALS", "3"),
-        ("ALERT_WINDOW", "1h"),
-    ])
+    let auditor = Identity::new("auditor");
+    let app = crate::helpers::spawn_app_with_config(
+        AUDITOR,
+        &[
+            ("WEBHOOK_URL", url.as_str()),
+            ("WEBHOOK_SECRET", "whsec-alerts-test"),
+            ("TOKEN_reporter", &reader.token),
+            ("ALLOW_reporter", "reports:"),
+            ("TOKEN_auditor", &auditor.token),
+            ("ALERT_DENIALS", "3"),
+            ("ALERT_WINDOW", "1h"),
+        ],
+    )
     .await;
     let deny = || async {
         let res =
@@ -429,6 +447,33 @@ async fn denials_of_one_service_alert_once_in_the_window() {
     let records = alerts_about(&app, "denials", "reporter").await;
     assert_once_per_window(&records);
     assert!(!records.is_empty() && records.len() <= 2);
+    // The audit API shows what the alert record says.
+    let listed = crate::helpers::call(
+        &app,
+        &auditor,
+        Method::GET,
+        "/api/audit?action=alert&limit=50",
+        None,
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let body = listed.json();
+    let alert = body["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["action"] == "alert")
+        .unwrap_or_else(|| panic!("an alert record in {body}"))["alert"]
+        .clone();
+    assert_eq!(
+        (&alert["rule"], &alert["subject_kind"], &alert["subject"]),
+        (&json!("denials"), &json!("service"), &json!("reporter"))
+    );
+    assert_eq!(
+        (&alert["count"], &alert["threshold"]),
+        (&json!(4), &json!(3))
+    );
+    assert!(alert["window_start"].as_str().is_some() && alert["window_end"].as_str().is_some());
     let text = received
         .lock()
         .expect("lock")
