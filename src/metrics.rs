@@ -91,6 +91,23 @@ pub struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RotationLabels {
+    /// `success`, `rolled_back` or `failed` (see `vault::rotation`).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `pending`, `granted`, `denied`, `expired` (see `store::access_requests`).
+    pub state: &'static str,
+}
+
+/// The outcomes a rotation ends with.
+pub const ROTATION_OUTCOMES: [&str; 3] = ["success", "rolled_back", "failed"];
+/// The states of an access request.
+pub const ACCESS_REQUEST_STATES: [&str; 4] = ["pending", "granted", "denied", "expired"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -113,6 +130,9 @@ pub struct Metrics {
     pub keyring_active_key_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub keyring_seals: Family<KeyLabels, Gauge>,
     pub alerts: Family<RuleLabels, Counter>,
+    pub rotations: Family<RotationLabels, Counter>,
+    /// Set at each scrape from the `access_requests` collection (all replicas).
+    pub access_requests: Family<StateLabels, Gauge>,
     pub db_command_duration: Family<DbLabels, Histogram>,
 }
 
@@ -217,6 +237,26 @@ impl Metrics {
             "Seals made under each data key (as flushed to the keyring by the replicas)",
             keyring_seals.clone(),
         );
+        let rotations = Family::<RotationLabels, Counter>::default();
+        for outcome in ROTATION_OUTCOMES {
+            rotations
+                .get_or_create(&RotationLabels { outcome })
+                .inc_by(0);
+        }
+        registry.register(
+            "rotations",
+            "Rotations run by this replica (the scheduler's and POST .../rotate), by outcome",
+            rotations.clone(),
+        );
+        let access_requests = Family::<StateLabels, Gauge>::default();
+        for state in ACCESS_REQUEST_STATES {
+            access_requests.get_or_create(&StateLabels { state }).set(0);
+        }
+        registry.register(
+            "access_requests",
+            "Access requests stored, by state (read from the database at each scrape)",
+            access_requests.clone(),
+        );
         let alerts = Family::<RuleLabels, Counter>::default();
         // Served at 0 before the first alert (a family without children shows nothing).
         for rule in ALERT_RULES {
@@ -258,6 +298,8 @@ impl Metrics {
             keyring_active_key_age,
             keyring_seals,
             alerts,
+            rotations,
+            access_requests,
             db_command_duration,
         }
     }
@@ -349,6 +391,8 @@ pub const NAMES: &[&str] = &[
     "secret_manager_keyring_seals",
     "secret_manager_build_info",
     "secret_manager_alerts_total",
+    "secret_manager_rotations_total",
+    "secret_manager_access_requests",
     // Only with `METRICS_DB_COMMANDS=true`.
     "secret_manager_db_command_duration_seconds",
 ];

@@ -51,6 +51,7 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         }
     }
     state.vault.refresh_key_metrics();
+    state.vault.refresh_access_request_metrics().await;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(crate::metrics::METRICS.encode()))

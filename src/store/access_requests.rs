@@ -55,6 +55,27 @@ pub fn pending_key(service: &str, project: &str, path: &str) -> String {
     format!("{service}\n{project}\n{path}")
 }
 
+/// How many requests are stored in each state (`status`).
+pub async fn count_by_state(db: &Database) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows: Vec<mongodb::bson::Document> = collection::<AccessRequestDoc>(db)
+        .aggregate([doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } }])
+        .await?
+        .try_collect()
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let state = r.get_str("_id").ok()?.to_string();
+            let n = match r.get("n")? {
+                mongodb::bson::Bson::Int32(n) => i64::from(*n),
+                mongodb::bson::Bson::Int64(n) => *n,
+                _ => return None,
+            };
+            Some((state, n))
+        })
+        .collect())
+}
+
 pub async fn ensure_indexes(db: &Database) -> Result<(), StoreError> {
     let grants = IndexModel::builder()
         .keys(doc! { "service_name": 1, "project": 1, "path": 1, "status": 1 })

@@ -121,6 +121,15 @@ async fn a_time_limited_grant_lets_the_service_read_until_it_expires() {
         .expect("id")
         .to_string();
 
+    let state = |s: &str| format!("secret_manager_access_requests{{state=\"{s}\"}}");
+    assert_eq!(
+        crate::helpers::metric(&app, &state("pending")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        crate::helpers::metric(&app, &state("granted")).await,
+        Some(0.0)
+    );
     let granted = call(
         &app,
         &admin,
@@ -131,6 +140,15 @@ async fn a_time_limited_grant_lets_the_service_read_until_it_expires() {
     .await;
     assert_eq!(granted.status, 200, "{}", granted.text);
     assert_eq!(granted.json()["status"], "granted");
+    // `/metrics` counts the stored requests by state.
+    assert_eq!(
+        crate::helpers::metric(&app, &state("pending")).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        crate::helpers::metric(&app, &state("granted")).await,
+        Some(1.0)
+    );
     let read = call(
         &app,
         &reader,

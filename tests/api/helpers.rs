@@ -273,6 +273,16 @@ pub async fn spawn_app_with_config(yaml: &str, extra: &[(&str, &str)]) -> TestAp
     spawn_app_with(&all).await
 }
 
+/// The value of one series in `GET /metrics` (`name{labels}` as served), or
+/// `None` when it is not served.
+pub async fn metric(app: &TestApp, series: &str) -> Option<f64> {
+    let text = app.get("/metrics").await.text;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -902,6 +902,20 @@ async fn a_failing_health_check_rolls_back_within_five_seconds() {
         read(&app, "h/secret", "?stage=previous").await.json()["value"],
         "known-good"
     );
+    // One rotation rolled back, one succeeded: so says `/metrics`.
+    let outcome = |o: &str| format!("secret_manager_rotations_total{{outcome=\"{o}\"}}");
+    assert_eq!(
+        crate::helpers::metric(&app, &outcome("rolled_back")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        crate::helpers::metric(&app, &outcome("success")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        crate::helpers::metric(&app, &outcome("failed")).await,
+        Some(0.0)
+    );
 }
 
 #[tokio::test]

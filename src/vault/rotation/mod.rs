@@ -645,6 +645,17 @@ impl Vault {
         to: Option<i64>,
         reason: Option<&str>,
     ) {
+        if crate::metrics::enabled() {
+            if let Some(outcome) = crate::metrics::ROTATION_OUTCOMES
+                .into_iter()
+                .find(|o| *o == outcome)
+            {
+                crate::metrics::METRICS
+                    .rotations
+                    .get_or_create(&crate::metrics::RotationLabels { outcome })
+                    .inc();
+            }
+        }
         let Some(s) = job.schedule else {
             return;
         };
