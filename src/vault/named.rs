@@ -199,8 +199,14 @@ pub fn missing_only(state: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+/// A new secret's id: a time-ordered UUID (version 7: a millisecond
+/// timestamp and 74 random bits). New documents then go to the end of the
+/// `_id` index instead of a random place in it: on the test server a random
+/// `_id` made each insert into 100,000 secrets cost the database half again
+/// as much CPU as into 1,000, a time-ordered one a fifth (docs/BENCHMARKS.md).
+/// Knowing an id grants nothing: every read is authorised.
+pub(super) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 fn not_found() -> ApiError {

@@ -15,7 +15,7 @@ impl Vault {
     /// Decodes, seals and stores a new secret; returns its id.
     pub async fn create(&self, secret_b64: &str, meta: &RequestMeta) -> Result<String, ApiError> {
         self.run(Op::Create, meta, async |scope| {
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = super::named::new_id();
             let key = SecretKey::new(&self.limits().default_project, &id)?;
             scope.key(&key);
             scope.secret_id(&id);

@@ -3,7 +3,7 @@ use serde_json::json;
 use crate::helpers::{b64, spawn_app};
 
 #[tokio::test]
-async fn create_returns_200_with_a_uuid_v4_and_fetch_returns_the_same_base64() {
+async fn create_returns_200_with_a_time_ordered_uuid_and_fetch_returns_the_same_base64() {
     let app = spawn_app().await;
     let plaintext = b"postgres://app:s3cr3t@db/prod";
 
@@ -17,8 +17,21 @@ async fn create_returns_200_with_a_uuid_v4_and_fetch_returns_the_same_base64() {
         .expect("secret_id")
         .to_string();
     let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
-    assert_eq!(parsed.get_version_num(), 4);
+    // Version 7: its timestamp is the creation time (ids sort by creation).
+    assert_eq!(parsed.get_version_num(), 7);
+    let (secs, _) = parsed.get_timestamp().expect("a v7 timestamp").to_unix();
+    let now = chrono::Utc::now().timestamp();
+    let secs = i64::try_from(secs).expect("seconds");
+    assert!((now - 60..=now + 1).contains(&secs), "{secs} vs {now}");
     assert_eq!(parsed.hyphenated().to_string(), id, "canonical form");
+    let later = app
+        .post_json("/vault/secret/create", &json!({ "secret": b64(b"x") }))
+        .await;
+    let later = later.json()["secret_id"].as_str().expect("id").to_string();
+    assert!(
+        later > id,
+        "a later secret's id sorts after: {later} vs {id}"
+    );
 
     let fetched = app.fetch(&id).await;
     assert_eq!(fetched.status, 200, "{}", fetched.text);
