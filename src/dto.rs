@@ -33,7 +33,7 @@ pub struct CreateRequest {
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreateResponse {
-    /// The new secret's id (UUID v4).
+    /// The new secret's id (a time-ordered UUID, version 7).
     pub secret_id: String,
 }
 
