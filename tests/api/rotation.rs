@@ -1345,113 +1345,164 @@ async fn chaos_every_rotation_ends_readable_and_audited() {
     );
 }
 
+/// A server process, killed (SIGKILL) when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two real server processes on one database, once one of them holds the
+/// scheduler's lease.
+struct LeaderPair {
+    pids: [u32; 2],
+    /// Which of the two holds the lease, and the other.
+    leader: usize,
+    survivor: usize,
+    /// The leader's fencing token.
+    epoch: i64,
+    db: mongodb::Database,
+    who: Identity,
+    /// The survivor's address.
+    base: String,
+    http: reqwest::Client,
+}
+
+impl LeaderPair {
+    /// Starts both (with `extra` settings) and waits until one leads.
+    async fn start(extra: &[(&str, &str)]) -> ([Option<Killed>; 2], Self) {
+        use std::process::{Command, Stdio};
+        let db_name = crate::helpers::unique_db_name();
+        let master_key = secret_manager::crypto::MasterKey::generate()
+            .to_base64()
+            .to_string();
+        let who = Identity::new("tester");
+        let spawn = |port: u16| {
+            Command::new(env!("CARGO_BIN_EXE_secret-manager"))
+                .arg("serve")
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs([
+                    ("CONFIG_FILE", "/dev/null".to_string()),
+                    ("HOST", "127.0.0.1".to_string()),
+                    ("PORT", port.to_string()),
+                    ("GRPC_PORT", "0".to_string()),
+                    ("WORKERS", "1".to_string()),
+                    ("MONGO_URI", crate::helpers::mongo_uri()),
+                    ("MONGO_DB", db_name.clone()),
+                    ("MASTER_KEY", master_key.clone()),
+                    ("TOKEN_tester", who.token.clone()),
+                    ("ALLOW_tester", "*".to_string()),
+                    ("ROTATION_SCAN_MS", "200".to_string()),
+                ])
+                .envs(extra.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map(Killed)
+                .expect("binary starts")
+        };
+        let ports = [crate::helpers::free_port(), crate::helpers::free_port()];
+        let servers = [Some(spawn(ports[0])), Some(spawn(ports[1]))];
+        let http = reqwest::Client::new();
+        for port in ports {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !http
+                .get(format!("http://127.0.0.1:{port}/health/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                assert!(Instant::now() < deadline, "server on {port} did not start");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let pids = [0, 1].map(|i| servers[i].as_ref().expect("running").0.id());
+        let mut pair = Self {
+            pids,
+            leader: 0,
+            survivor: 1,
+            epoch: 0,
+            db: crate::helpers::test_db(&db_name).await,
+            who,
+            base: String::new(),
+            http,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let first = loop {
+            if let Some(d) = pair.lease().await {
+                break d;
+            }
+            assert!(Instant::now() < deadline, "nobody took the lease");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        pair.leader = pids
+            .iter()
+            .position(|p| *p == holder_pid(&first))
+            .expect("a server leads");
+        pair.survivor = 1 - pair.leader;
+        pair.epoch = first.get_i64("epoch").expect("epoch");
+        pair.base = format!("http://127.0.0.1:{}", ports[pair.survivor]);
+        (servers, pair)
+    }
+
+    /// The scheduler's lease document, if anyone holds it.
+    async fn lease(&self) -> Option<mongodb::bson::Document> {
+        self.db
+            .collection::<mongodb::bson::Document>("scheduler_lease")
+            .find_one(doc! { "_id": "rotation" })
+            .await
+            .expect("lease")
+    }
+
+    /// A request to the survivor as the test identity.
+    fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-service", &self.who.service)
+            .header("x-token", &self.who.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send()
+    }
+}
+
+/// The process id in a lease's `holder` (`pid<N>-...`).
+fn holder_pid(lease: &mongodb::bson::Document) -> u32 {
+    lease
+        .get_str("holder")
+        .expect("holder")
+        .trim_start_matches("pid")
+        .split('-')
+        .next()
+        .expect("pid")
+        .parse()
+        .expect("number")
+}
+
 /// Two real server processes share a database; the scheduler's leader is
 /// killed (SIGKILL) and the other takes the lease within 15 s and rotates
 /// what is due.
 #[tokio::test]
 async fn a_killed_scheduler_leader_is_replaced_within_15_seconds() {
-    use std::process::{Child, Command, Stdio};
-    struct Killed(Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let db_name = crate::helpers::unique_db_name();
-    let master_key = secret_manager::crypto::MasterKey::generate()
-        .to_base64()
-        .to_string();
-    let who = Identity::new("tester");
-    let spawn = |port: u16| {
-        Command::new(env!("CARGO_BIN_EXE_secret-manager"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs([
-                ("CONFIG_FILE", "/dev/null".to_string()),
-                ("HOST", "127.0.0.1".to_string()),
-                ("PORT", port.to_string()),
-                ("GRPC_PORT", "0".to_string()),
-                ("WORKERS", "1".to_string()),
-                ("MONGO_URI", crate::helpers::mongo_uri()),
-                ("MONGO_DB", db_name.clone()),
-                ("MASTER_KEY", master_key.clone()),
-                ("TOKEN_tester", who.token.clone()),
-                ("ALLOW_tester", "*".to_string()),
-                ("ROTATION_SCAN_MS", "200".to_string()),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map(Killed)
-            .expect("binary starts")
-    };
-    let ports = [crate::helpers::free_port(), crate::helpers::free_port()];
-    let mut servers = [Some(spawn(ports[0])), Some(spawn(ports[1]))];
-    let http = reqwest::Client::new();
-    for port in ports {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http
-            .get(format!("http://127.0.0.1:{port}/health/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "server on {port} did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let db = crate::helpers::test_db(&db_name).await;
-    let lease = || async {
-        db.collection::<mongodb::bson::Document>("scheduler_lease")
-            .find_one(doc! { "_id": "rotation" })
-            .await
-            .expect("lease")
-    };
-    let holder_pid = |d: &mongodb::bson::Document| -> u32 {
-        let holder = d.get_str("holder").expect("holder");
-        holder
-            .trim_start_matches("pid")
-            .split('-')
-            .next()
-            .expect("pid")
-            .parse()
-            .expect("number")
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let first = loop {
-        if let Some(d) = lease().await {
-            break d;
-        }
-        assert!(Instant::now() < deadline, "nobody took the lease");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let pids: Vec<u32> = servers
-        .iter()
-        .map(|s| s.as_ref().expect("running").0.id())
-        .collect();
-    let leader = pids
-        .iter()
-        .position(|p| *p == holder_pid(&first))
-        .expect("a server leads");
-    let survivor = 1 - leader;
-    let epoch = first.get_i64("epoch").expect("epoch");
+    let (mut servers, pair) = LeaderPair::start(&[]).await;
+    let (pids, leader, survivor, epoch) = (pair.pids, pair.leader, pair.survivor, pair.epoch);
+    let lease = || pair.lease();
+    let send = |method: Method, path: &str, body: Option<Value>| pair.send(method, path, body);
 
     // Kill the leader outright; meanwhile schedule a rotation that is due now.
     let killed_at = Instant::now();
     drop(servers[leader].take());
-    let base = format!("http://127.0.0.1:{}", ports[survivor]);
-    let send = |method: Method, path: &str, body: Option<Value>| {
-        let mut req = http
-            .request(method, format!("{base}{path}"))
-            .header("x-service", &who.service)
-            .header("x-token", &who.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send()
-    };
     let res = send(
         Method::POST,
         "/api/secrets",
@@ -1949,108 +2000,17 @@ async fn chaos_the_database_down_between_stage_and_promote() {
 /// 3 is what marked version 2 failed.
 #[tokio::test]
 async fn chaos_the_scheduler_leader_killed_mid_rotation() {
-    use std::process::{Child, Command, Stdio};
-    struct Killed(Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let db_name = crate::helpers::unique_db_name();
-    let master_key = secret_manager::crypto::MasterKey::generate()
-        .to_base64()
-        .to_string();
-    let who = Identity::new("tester");
-    let spawn = |port: u16| {
-        Command::new(env!("CARGO_BIN_EXE_secret-manager"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs([
-                ("CONFIG_FILE", "/dev/null".to_string()),
-                ("HOST", "127.0.0.1".to_string()),
-                ("PORT", port.to_string()),
-                ("GRPC_PORT", "0".to_string()),
-                ("WORKERS", "1".to_string()),
-                ("MONGO_URI", crate::helpers::mongo_uri()),
-                ("MONGO_DB", db_name.clone()),
-                ("MASTER_KEY", master_key.clone()),
-                ("TOKEN_tester", who.token.clone()),
-                ("ALLOW_tester", "*".to_string()),
-                ("WEBHOOK_SECRET", SIGNING.to_string()),
-                ("ROTATION_SCAN_MS", "200".to_string()),
-                ("ROTATION_RETRY_MS", "20".to_string()),
-                ("ROTATION_LEASE_SECS", "3".to_string()),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map(Killed)
-            .expect("binary starts")
-    };
-    let ports = [crate::helpers::free_port(), crate::helpers::free_port()];
-    let mut servers = [Some(spawn(ports[0])), Some(spawn(ports[1]))];
-    let http = reqwest::Client::new();
-    for port in ports {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http
-            .get(format!("http://127.0.0.1:{port}/health/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "server on {port} did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let db = crate::helpers::test_db(&db_name).await;
-    let lease = || async {
-        db.collection::<mongodb::bson::Document>("scheduler_lease")
-            .find_one(doc! { "_id": "rotation" })
-            .await
-            .expect("lease")
-    };
-    let holder_pid = |d: &mongodb::bson::Document| -> u32 {
-        d.get_str("holder")
-            .expect("holder")
-            .trim_start_matches("pid")
-            .split('-')
-            .next()
-            .expect("pid")
-            .parse()
-            .expect("number")
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let first = loop {
-        if let Some(d) = lease().await {
-            break d;
-        }
-        assert!(Instant::now() < deadline, "nobody took the lease");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let pids: Vec<u32> = servers
-        .iter()
-        .map(|s| s.as_ref().expect("running").0.id())
-        .collect();
-    let leader = pids
-        .iter()
-        .position(|p| *p == holder_pid(&first))
-        .expect("a server leads");
-    let survivor = 1 - leader;
-    let epoch = first.get_i64("epoch").expect("epoch");
-    let base = format!("http://127.0.0.1:{}", ports[survivor]);
+    let (mut servers, pair) = LeaderPair::start(&[
+        ("WEBHOOK_SECRET", SIGNING),
+        ("ROTATION_RETRY_MS", "20"),
+        ("ROTATION_LEASE_SECS", "3"),
+    ])
+    .await;
+    let (pids, leader, survivor, epoch) = (pair.pids, pair.leader, pair.survivor, pair.epoch);
+    let (db, who, base) = (&pair.db, &pair.who, pair.base.clone());
+    let lease = || pair.lease();
+    let send = |method: Method, path: &str, body: Option<Value>| pair.send(method, path, body);
     let mut gate = Gate::start(base.clone()).await;
-    let send = |method: Method, path: &str, body: Option<Value>| {
-        let mut req = http
-            .request(method, format!("{base}{path}"))
-            .header("x-service", &who.service)
-            .header("x-token", &who.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send()
-    };
     let res = send(
         Method::POST,
         "/api/secrets",
@@ -2177,7 +2137,7 @@ async fn chaos_the_scheduler_leader_killed_mid_rotation() {
     // The audit trail (see above): settled records only; one rotation record.
     let deadline = Instant::now() + Duration::from_secs(10);
     let all = loop {
-        let all = all_records(&db, "leader").await;
+        let all = all_records(db, "leader").await;
         let settled = all.iter().all(|r| r.get_str("outcome") != Ok("pending"));
         if settled && actions(&all, "rotate").len() == 1 {
             break all;
