@@ -227,11 +227,7 @@ async fn write_batches(
         }
         .await;
         for ack in acks {
-            let _ = ack.send(match &result {
-                Ok(()) => Ok(()),
-                Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m.clone())),
-                Err(StoreError::Other(m)) => Err(StoreError::Other(m.clone())),
-            });
+            let _ = ack.send(result.clone());
         }
     }
 }

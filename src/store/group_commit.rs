@@ -134,10 +134,7 @@ async fn run<T: Serialize + Send + Sync>(
                     let r = match failed.iter().find(|(at, _)| *at == i) {
                         None => Ok(()),
                         Some((_, Some(11000))) => Err(BatchError::Duplicate),
-                        Some(_) => Err(BatchError::Store(match &shared {
-                            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-                            StoreError::Other(m) => StoreError::Other(m.clone()),
-                        })),
+                        Some(_) => Err(BatchError::Store(shared.clone())),
                     };
                     let _ = a.send(r);
                 }

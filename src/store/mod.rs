@@ -70,7 +70,8 @@ impl WriteAcknowledgement {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Cloned when one failed batch command answers every caller in it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached right now; the caller may retry.
     #[error("database unavailable: {0}")]

@@ -149,10 +149,7 @@ async fn answer(coll: &Collection<Newest>, reads: Vec<(Key, Reply)>) {
         }
         Err(e) => {
             for (_, reply) in reads {
-                let _ = reply.send(Err(match &e {
-                    StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-                    StoreError::Other(m) => StoreError::Other(m.clone()),
-                }));
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }
