@@ -59,6 +59,27 @@ pub const MAX_GRANT_SECS: u64 = 366 * 86_400;
 const MAX_LIST: i64 = 1000;
 
 impl Vault {
+    /// Sets `secret_manager_access_requests{state}` from the database; a
+    /// scrape does not wait more than a second for it (the last counts stay).
+    pub async fn refresh_access_request_metrics(&self) {
+        let counted = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            store::count_by_state(self.db()),
+        )
+        .await;
+        let Ok(Ok(rows)) = counted else {
+            tracing::debug!("access request counts not refreshed for this scrape");
+            return;
+        };
+        for state in crate::metrics::ACCESS_REQUEST_STATES {
+            let n = rows.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+            crate::metrics::METRICS
+                .access_requests
+                .get_or_create(&crate::metrics::StateLabels { state })
+                .set(n);
+        }
+    }
+
     /// Whether the caller may read `project/path`: by policy, or by a grant in
     /// force. A refusal records (or adds to) the caller's access request.
     pub(super) async fn may_read(

@@ -253,27 +253,6 @@ fn is_stale(v: &VersionDoc, active_key_id: &str) -> bool {
 
 impl Vault {
     /// Sets the keyring gauges of `/metrics` from what this replica holds.
-    /// Sets `secret_manager_access_requests{state}` from the database; a
-    /// scrape does not wait more than a second for it (the last counts stay).
-    pub async fn refresh_access_request_metrics(&self) {
-        let counted = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            crate::store::access_requests::count_by_state(self.db()),
-        )
-        .await;
-        let Ok(Ok(rows)) = counted else {
-            tracing::debug!("access request counts not refreshed for this scrape");
-            return;
-        };
-        for state in crate::metrics::ACCESS_REQUEST_STATES {
-            let n = rows.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
-            crate::metrics::METRICS
-                .access_requests
-                .get_or_create(&crate::metrics::StateLabels { state })
-                .set(n);
-        }
-    }
-
     pub fn refresh_key_metrics(&self) {
         let metrics = &crate::metrics::METRICS;
         let active = self.keyring.active_id();

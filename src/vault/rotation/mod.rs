@@ -640,21 +640,16 @@ impl Vault {
     async fn record_outcome(
         &self,
         job: &Job<'_>,
-        outcome: &str,
+        outcome: &'static str,
         from: Option<i64>,
         to: Option<i64>,
         reason: Option<&str>,
     ) {
         if crate::metrics::enabled() {
-            if let Some(outcome) = crate::metrics::ROTATION_OUTCOMES
-                .into_iter()
-                .find(|o| *o == outcome)
-            {
-                crate::metrics::METRICS
-                    .rotations
-                    .get_or_create(&crate::metrics::RotationLabels { outcome })
-                    .inc();
-            }
+            crate::metrics::METRICS
+                .rotations
+                .get_or_create(&crate::metrics::RotationLabels { outcome })
+                .inc();
         }
         let Some(s) = job.schedule else {
             return;
