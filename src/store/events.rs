@@ -1,18 +1,23 @@
 //! `events`: secret change events kept for `EVENTS_RETENTION` (TTL index on
 //! `ts`), so every replica and every reconnecting client sees them.
 //!
-//! Each event's `_id` is a sequence number taken from one counter document
-//! (`event_seq`, `$inc`), so the order is the same on every replica whatever
-//! their clocks say. Numbers are taken before the insert, so concurrent
-//! writers can make a later number visible before an earlier one: readers
-//! (`vault::event_stream`) hold back after a gap until it fills, or give up on
-//! it after a timeout (a writer that died between the two steps).
+//! Each event's `_id` is a sequence number, so the order is the same on every
+//! replica whatever their clocks say. The unique `_id` itself hands the
+//! numbers out: a writer inserts its events at the numbers after the last one
+//! it knows is stored, and when another replica got there first (a duplicate
+//! `_id`) it asks for the highest stored number and tries again after it. So
+//! a number is only ever inserted once the one before it is stored, and a
+//! lone write costs one command (an `$inc` of a counter first cost two). The
+//! counter document (`event_seq`) is kept as a floor, raised now and then,
+//! for when every stored event has expired. Readers (`vault::event_stream`)
+//! still hold back after a gap until it fills, or give up on it after a
+//! timeout: a safety net for writers of an older build.
 
 use std::time::Duration;
 
 use futures_util::TryStreamExt as _;
 use mongodb::bson::{doc, DateTime};
-use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
@@ -97,30 +102,24 @@ pub async fn changes(
     Ok(stream.map(|change| change.map(|_| ()).map_err(StoreError::from)))
 }
 
-/// Takes the next `n` sequence numbers; returns the last one.
-pub async fn take_numbers(db: &Database, n: i64) -> Result<i64, StoreError> {
-    let counter = db
-        .collection::<Counter>(COUNTER)
-        .find_one_and_update(doc! { "_id": COLLECTION }, doc! { "$inc": { "seq": n } })
+/// Raises the floor document to `seq` (never lowers it).
+async fn raise_floor(db: &Database, seq: i64) -> Result<(), StoreError> {
+    db.collection::<Counter>(COUNTER)
+        .update_one(doc! { "_id": COLLECTION }, doc! { "$max": { "seq": seq } })
         .upsert(true)
-        .return_document(ReturnDocument::After)
-        .await?
-        .ok_or_else(|| StoreError::Other("the event counter was not returned".into()))?;
-    Ok(counter.seq)
+        .await?;
+    Ok(())
 }
 
-/// The last sequence number taken (0 before the first event).
+/// The last sequence number used (0 before the first event): the highest
+/// stored, or the floor when every stored event has expired.
 pub async fn last_number(db: &Database) -> Result<i64, StoreError> {
-    Ok(db
+    let floor = db
         .collection::<Counter>(COUNTER)
         .find_one(doc! { "_id": COLLECTION })
         .await?
-        .map_or(0, |c| c.seq))
-}
-
-pub async fn insert(db: &Database, events: &[EventDoc]) -> Result<(), StoreError> {
-    collection(db).insert_many(events).await?;
-    Ok(())
+        .map_or(0, |c| c.seq);
+    Ok(floor.max(highest(db).await?))
 }
 
 /// Inserts the documents whose `_id` is not taken yet (another replica may
@@ -170,64 +169,139 @@ pub async fn count_between(db: &Database, after: i64, upto: i64) -> Result<u64, 
         .await?)
 }
 
-/// Group commit for change events: the events of concurrent operations are
-/// numbered by one `$inc` of the counter and stored by one `insert_many`, so
-/// a busy replica pays two round trips per batch, not per write. Every number
-/// a batch takes is inserted by that batch's one command, as before: no gap
-/// is made that the followers would have to wait out.
-#[derive(Clone)]
-pub struct EventWriter {
-    tx: tokio::sync::mpsc::Sender<(Vec<EventDoc>, EventAck)>,
+/// How often, at most, the floor document is raised to the last number used.
+const FLOOR_EVERY: Duration = Duration::from_secs(1);
+/// How many times events are numbered again after other replicas took their
+/// numbers, before their writers are told they failed.
+const MAX_TRIES: usize = 32;
+
+/// One writer's view of the sequence (see the module comment).
+#[derive(Default)]
+pub(crate) struct Numbers {
+    /// The number its next event gets, when known (after its own last insert).
+    next: Option<i64>,
+    /// The last number the floor document was raised to, and when.
+    floor: i64,
+    floor_at: Option<std::time::Instant>,
 }
 
-type EventAck = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
-
-/// Most events one batch numbers and inserts.
-const MAX_EVENT_BATCH: usize = 256;
-
-impl EventWriter {
-    /// Starts the batching task on the current tokio runtime.
-    pub fn spawn(db: &Database) -> Self {
-        let (tx, rx) = tokio::sync::mpsc::channel(MAX_EVENT_BATCH * 4);
-        tokio::spawn(write_batches(db.clone(), rx));
-        Self { tx }
+impl Numbers {
+    /// The number the next event gets: after this writer's last one, or
+    /// (first, or after an error) after whatever is stored.
+    pub(crate) async fn first(&mut self, db: &Database) -> Result<i64, StoreError> {
+        match self.next {
+            Some(next) => Ok(next),
+            None => Ok(last_number(db).await? + 1),
+        }
     }
 
-    /// Numbers `events` (their `seq` is overwritten) and stores them; resolves
-    /// once MongoDB has acknowledged them.
-    pub async fn write(&self, events: Vec<EventDoc>) -> Result<(), StoreError> {
-        let (ack, done) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((events, ack))
-            .await
-            .map_err(|_| StoreError::Other("event writer stopped".into()))?;
-        done.await
-            .map_err(|_| StoreError::Other("event writer dropped an event".into()))?
+    /// `n` events were stored at the numbers from `first` on.
+    pub(crate) fn used(&mut self, first: i64, n: usize) {
+        if n > 0 {
+            self.next = Some(first + i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
-}
 
-async fn write_batches(
-    db: Database,
-    mut rx: tokio::sync::mpsc::Receiver<(Vec<EventDoc>, EventAck)>,
-) {
-    let mut batch = Vec::with_capacity(MAX_EVENT_BATCH);
-    while rx.recv_many(&mut batch, MAX_EVENT_BATCH).await > 0 {
-        let (groups, acks): (Vec<Vec<EventDoc>>, Vec<EventAck>) = batch.drain(..).unzip();
-        let mut docs: Vec<EventDoc> = groups.into_iter().flatten().collect();
-        let result = async {
-            let n = i64::try_from(docs.len()).unwrap_or(i64::MAX);
-            if n == 0 {
+    /// Another writer holds the next number: go on after the highest stored.
+    pub(crate) async fn taken(&mut self, db: &Database) -> Result<(), StoreError> {
+        self.next = None;
+        self.next = Some(highest(db).await? + 1);
+        Ok(())
+    }
+
+    /// After a failure that may or may not have stored something: ask again.
+    pub(crate) fn forget(&mut self) {
+        self.next = None;
+    }
+
+    /// Stores `docs` in order at the next free numbers.
+    pub(crate) async fn store(
+        &mut self,
+        db: &Database,
+        docs: &mut [EventDoc],
+    ) -> Result<(), StoreError> {
+        let mut from = 0;
+        for _ in 0..MAX_TRIES {
+            if from == docs.len() {
                 return Ok(());
             }
-            let last = take_numbers(&db, n).await?;
-            for (doc, seq) in docs.iter_mut().zip(last - n + 1..) {
+            let first = self.first(db).await?;
+            for (doc, seq) in docs[from..].iter_mut().zip(first..) {
                 doc.seq = seq;
             }
-            insert(&db, &docs).await
+            let rest = &docs[from..];
+            let last = first + i64::try_from(rest.len()).unwrap_or(i64::MAX) - 1;
+            match collection(db).insert_many(rest).ordered(true).await {
+                Ok(_) => {
+                    self.next = Some(last + 1);
+                    return Ok(());
+                }
+                Err(e) => match stored_before_duplicate(&e) {
+                    // Another writer holds the number of `rest[stored]`: the
+                    // ones before it are stored, the rest go after the highest.
+                    Some(stored) => {
+                        from += stored;
+                        self.taken(db).await?;
+                    }
+                    None => {
+                        self.next = None;
+                        return Err(e.into());
+                    }
+                },
+            }
         }
-        .await;
-        for ack in acks {
-            let _ = ack.send(result.clone());
+        self.next = None;
+        Err(StoreError::Other(
+            "change events could not be numbered: other writers kept taking the numbers".into(),
+        ))
+    }
+
+    /// The last number this writer used, when the floor document is behind it.
+    fn unraised(&self) -> Option<i64> {
+        self.next.map(|n| n - 1).filter(|last| *last > self.floor)
+    }
+
+    /// When the floor is next due to be raised, if it is behind.
+    pub(crate) fn floor_due(&self) -> Option<tokio::time::Instant> {
+        self.unraised()?;
+        Some(self.floor_at.map_or_else(tokio::time::Instant::now, |at| {
+            tokio::time::Instant::from_std(at + FLOOR_EVERY)
+        }))
+    }
+
+    /// Raises the floor document (in the background, at most every
+    /// [`FLOOR_EVERY`], and once the writes stop) so a restart after every
+    /// event expired goes on from the last number, not from 1.
+    pub(crate) fn raise_floor(&mut self, db: &Database) {
+        let Some(last) = self.unraised() else {
+            return;
+        };
+        if self.floor_at.is_some_and(|at| at.elapsed() < FLOOR_EVERY) {
+            return;
         }
+        self.floor = last;
+        self.floor_at = Some(std::time::Instant::now());
+        let db = db.clone();
+        tokio::spawn(async move {
+            if let Err(e) = raise_floor(&db, last).await {
+                tracing::warn!(error = %e, "could not raise the change events' floor");
+            }
+        });
+    }
+}
+
+/// How many documents of an ordered `insert_many` were stored before a
+/// duplicate `_id` stopped it; `None` for any other failure.
+fn stored_before_duplicate(e: &mongodb::error::Error) -> Option<usize> {
+    use mongodb::error::ErrorKind;
+    let ErrorKind::InsertMany(im) = &*e.kind else {
+        return None;
+    };
+    if im.write_concern_error.is_some() {
+        return None;
+    }
+    match im.write_errors.as_deref() {
+        Some([only]) if only.code == 11000 => Some(only.index),
+        _ => None,
     }
 }

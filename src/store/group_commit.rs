@@ -1,8 +1,8 @@
 //! Group commit: concurrent inserts into one collection go to MongoDB in one
 //! `insert_many` (unordered), and each caller still waits until its own
-//! document is acknowledged. Used for audit records (an operation never
-//! succeeds without its record) and for new secrets (a create answers only
-//! once its document is stored). One command per batch instead of one per
+//! document is acknowledged. Used for new secrets (a create answers only
+//! once its document is stored); the audit trail's writer (`audit_sink`)
+//! does the same for audit records. One command per batch instead of one per
 //! document: on the test server a batch of 32 costs about a fifth of the
 //! database CPU per document that 32 single inserts do (docs/BENCHMARKS.md).
 
@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use mongodb::error::ErrorKind;
 use mongodb::options::InsertManyOptions;
-use mongodb::{Collection, Database};
+use mongodb::Collection;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::audit::{AuditRecord, COLLECTION};
 use super::StoreError;
 
 /// Why one document of a batch was not written.
@@ -69,39 +68,6 @@ impl<T: Serialize + Send + Sync + 'static> GroupCommit<T> {
     }
 }
 
-/// The audit trail's writer.
-#[derive(Clone)]
-pub struct AuditSink(GroupCommit<AuditRecord>);
-
-impl AuditSink {
-    pub fn spawn(db: &Database) -> Self {
-        Self(GroupCommit::spawn(
-            db.collection(COLLECTION),
-            Some(observe_audit_batch),
-        ))
-    }
-
-    /// Resolves once MongoDB has acknowledged this record.
-    pub async fn write(&self, record: AuditRecord) -> Result<(), StoreError> {
-        self.0.insert(record).await.map_err(|e| match e {
-            BatchError::Store(e) => e,
-            BatchError::Duplicate => StoreError::Other("duplicate audit record id".into()),
-        })
-    }
-}
-
-fn observe_audit_batch(size: usize, took: Duration, failed: usize) {
-    if !crate::metrics::enabled() {
-        return;
-    }
-    let metrics = &crate::metrics::METRICS;
-    metrics.audit_batch_size.observe(size as f64);
-    metrics.audit_write_duration.observe(took.as_secs_f64());
-    if failed > 0 {
-        metrics.audit_write_failures.inc_by(failed as u64);
-    }
-}
-
 async fn run<T: Serialize + Send + Sync>(
     coll: Collection<T>,
     mut rx: mpsc::Receiver<(T, Ack)>,
@@ -146,7 +112,7 @@ async fn run<T: Serialize + Send + Sync>(
 /// Which documents of a failed `insert_many` were not written, with the
 /// per-document error code where there is one. Only per-document write
 /// errors spare the others; any other failure fails the whole batch.
-fn failed_documents(e: &mongodb::error::Error, n: usize) -> Vec<(usize, Option<i32>)> {
+pub(super) fn failed_documents(e: &mongodb::error::Error, n: usize) -> Vec<(usize, Option<i32>)> {
     if let ErrorKind::InsertMany(im) = &*e.kind {
         if im.write_concern_error.is_none() {
             if let Some(errs) = &im.write_errors {

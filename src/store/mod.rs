@@ -4,6 +4,7 @@
 pub mod access_requests;
 pub mod alerts;
 pub mod audit;
+pub mod audit_sink;
 pub mod events;
 pub mod group_commit;
 pub mod keyring;

@@ -12,19 +12,19 @@
 //! logged as an error and the event is missing (the audit trail has it).
 //!
 //! **Order: one sequence, gaps held back.** Each event's `_id` is a number
-//! from one counter document (`$inc`), not a time: replicas' clocks may
-//! disagree, a sequence does not. A number is taken before the insert, so
-//! replica B can make event 8 visible while replica A is still inserting 7. A
-//! reader that delivered 8 and moved its cursor past 7 would skip 7 for good;
-//! so each replica's follower ([`FOLLOW_POLL`]: one indexed `_id` range query
-//! per replica, shared by all its streams) publishes events strictly in
-//! sequence: after a gap it waits for the missing number (polling faster) and
-//! gives up on it only after [`GAP_TIMEOUT`] (its writer died between the two
-//! steps; logged). Everything up to the follower's *watermark* is therefore
+//! in one sequence, not a time: replicas' clocks may disagree, a sequence
+//! does not. The writer (`store::events`) inserts at the number after the
+//! last one stored and renumbers on a duplicate, so a number is stored only
+//! after the one before it. Each replica's follower ([`FOLLOW_POLL`]: one
+//! indexed `_id` range query per replica, shared by all its streams)
+//! publishes events strictly in sequence, and still holds back after a gap
+//! (polling faster) and gives it up only after [`GAP_TIMEOUT`] (logged): a
+//! safety net for a writer of an older build, which took its number before
+//! inserting. Everything up to the follower's *watermark* is therefore
 //! settled, and a resume token (`Last-Event-ID`) names one sequence number:
 //! resuming sends exactly the events after it, in order, none twice. A write
-//! through this replica wakes the follower at once (the in-process broadcast);
-//! another replica's write is seen at the next poll.
+//! through this replica wakes the follower at once (the in-process
+//! broadcast); another replica's write is seen at the next poll.
 //!
 //! **Wake-ups.** Each replica's follower reads when something may have
 //! changed: at once on a write through this replica (the in-process
@@ -244,34 +244,40 @@ pub struct EventQuery<'a> {
 }
 
 impl Vault {
-    /// Stores the events `scope` publishes that name a project and a path
-    /// (see the module comment); called after the audit record is stored.
-    pub(super) async fn store_events(&self, meta: &RequestMeta, scope: &Scope, ts: DateTime<Utc>) {
+    /// The events `scope` publishes that name a project and a path (see the
+    /// module comment), to store with (or after) the operation's audit record.
+    pub(super) fn event_docs(
+        &self,
+        meta: &RequestMeta,
+        scope: &Scope,
+        ts: DateTime<Utc>,
+    ) -> Vec<EventDoc> {
         let (Some(project), Some(path)) = (&scope.project, &scope.path) else {
-            return;
+            return Vec::new();
         };
-        if scope.events.is_empty() {
+        scope
+            .events
+            .iter()
+            .map(|kind| EventDoc {
+                // Numbered by the writer, with the other operations' events of its batch.
+                seq: 0,
+                kind: (*kind).to_string(),
+                project: project.clone(),
+                path: path.clone(),
+                version: scope.version,
+                ts: mongodb::bson::DateTime::from_chrono(ts),
+                actor: meta.actor().to_string(),
+            })
+            .collect()
+    }
+
+    /// Stores the events of an operation whose record is written apart.
+    pub(super) async fn store_events(&self, scope: &Scope, docs: Vec<EventDoc>) {
+        if docs.is_empty() {
             return;
         }
-        let stored = async {
-            let docs: Vec<EventDoc> = scope
-                .events
-                .iter()
-                .map(|kind| EventDoc {
-                    // Numbered by the writer, with the other operations' events of its batch.
-                    seq: 0,
-                    kind: (*kind).to_string(),
-                    project: project.clone(),
-                    path: path.clone(),
-                    version: scope.version,
-                    ts: mongodb::bson::DateTime::from_chrono(ts),
-                    actor: meta.actor().to_string(),
-                })
-                .collect();
-            self.event_writer.write(docs).await
-        };
-        if let Err(e) = stored.await {
-            tracing::error!(error = %e, kinds = ?scope.events, "a change event could not be stored; event streams will miss it");
+        if let Err(e) = self.audit_sink.write_events(docs).await {
+            events_lost(&e, &scope.events);
         }
     }
 
@@ -472,11 +478,10 @@ impl Vault {
 }
 
 impl Vault {
-    /// Fills the sequence numbers `from..=to`, taken but never stored (their
-    /// writer stopped between the two steps), with placeholders, so every
-    /// replica and every resuming client agrees they hold nothing. A writer
-    /// that was only slow then fails on the duplicate `_id`: its event is
-    /// dropped (logged there) rather than delivered out of order.
+    /// Fills the sequence numbers `from..=to`, never stored, with
+    /// placeholders, so every replica and every resuming client agrees they
+    /// hold nothing. A writer that was only slow then meets the duplicate
+    /// `_id` and stores its event at a later number.
     async fn give_up(&self, from: i64, to: i64) {
         tracing::warn!(
             missing_from = from,
@@ -665,6 +670,12 @@ impl EventStream {
         self.meta = meta;
         Ok(())
     }
+}
+
+/// A change event could not be stored: the change stands (it is audited),
+/// the event streams miss it.
+pub(super) fn events_lost(e: &StoreError, kinds: &[&'static str]) {
+    tracing::error!(error = %e, kinds = ?kinds, "a change event could not be stored; event streams will miss it");
 }
 
 #[cfg(test)]

@@ -41,7 +41,9 @@ use crate::auth::Action;
 use crate::crypto::{record_aad, record_aad_v1, CryptoError, Keyring, AAD_FORMAT};
 use crate::error::{ApiError, ErrorCode, Outcome};
 use crate::store::audit::AuditRecord;
-use crate::store::group_commit::{AuditSink, GroupCommit};
+use crate::store::audit_sink::AuditSink;
+use crate::store::events::EventDoc;
+use crate::store::group_commit::GroupCommit;
 use crate::store::secrets::{self as secret_store, SecretDoc, VersionDoc};
 use crate::store::StoreError;
 use names::SecretKey;
@@ -331,8 +333,6 @@ pub struct Vault {
     secret_inserts: GroupCommit<crate::store::secrets::SecretDoc>,
     /// Coalesces concurrent point reads into one query (see `store::read_batch`).
     reads: crate::store::read_batch::ReadBatch,
-    /// Numbers and stores change events in batches (see `store::events::EventWriter`).
-    event_writer: crate::store::events::EventWriter,
     keyring: Arc<Keyring>,
     registry: Arc<ServiceRegistry>,
     policies: Arc<policies::LivePolicies>,
@@ -421,7 +421,6 @@ impl Vault {
             reads: crate::store::read_batch::ReadBatch::spawn(crate::store::secrets::collection(
                 &db,
             )),
-            event_writer: crate::store::events::EventWriter::spawn(&db),
             db,
             keyring,
             registry: Arc::new(registry),
@@ -517,16 +516,17 @@ impl Vault {
     ) -> Result<T, ApiError> {
         match body(scope).await {
             Ok(value) => {
-                if let Err(e) = self.audit(meta, scope, Outcome::Success, None).await {
+                let now = chrono::Utc::now();
+                // Stored with the record, before the answer: a client that saw
+                // the answer finds the event.
+                let events = self.event_docs(meta, scope, now);
+                if let Err(e) = self.audit_success(meta, scope, events).await {
                     // Fail closed: without its audit record the operation did not happen.
                     if let Some(undo) = scope.undo.take() {
                         self.undo(undo).await;
                     }
                     return Err(e.into());
                 }
-                let now = chrono::Utc::now();
-                // Stored before the answer: a client that saw the answer finds the event.
-                self.store_events(meta, scope, now).await;
                 self.publish_events(meta, scope, now);
                 count_operation(meta, scope.op, Outcome::Success);
                 if matches!(scope.op, Op::Read | Op::Fetch) {
@@ -539,7 +539,8 @@ impl Vault {
                 if !scope.failure_events.is_empty() {
                     scope.events = std::mem::take(&mut scope.failure_events);
                     let now = chrono::Utc::now();
-                    self.store_events(meta, scope, now).await;
+                    let events = self.event_docs(meta, scope, now);
+                    self.store_events(scope, events).await;
                     self.publish_events(meta, scope, now);
                 }
                 Err(e)
@@ -1020,13 +1021,51 @@ impl Vault {
         }
     }
 
+    /// Audits a success with its change events: in one write with the
+    /// record when the record is new (see `store::audit_sink`), after it when
+    /// the record was written `pending` or audit records are off. A record
+    /// that cannot be stored fails the operation; an event that cannot be
+    /// stored is logged (the change stands, audited).
+    async fn audit_success(
+        &self,
+        meta: &RequestMeta,
+        scope: &Scope,
+        events: Vec<EventDoc>,
+    ) -> Result<(), StoreError> {
+        if !self.limits.audit_enabled || scope.pending.is_some() {
+            self.audit(meta, scope, Outcome::Success, None).await?;
+            self.store_events(scope, events).await;
+            return Ok(());
+        }
+        let record = self.audit_record(meta, scope, Outcome::Success, None, None);
+        self.store_audit_with(record, events, &scope.events).await
+    }
+
     /// Stores a record (group-committed), then publishes a copy.
     async fn store_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        self.store_audit_with(record, Vec::new(), &[]).await
+    }
+
+    async fn store_audit_with(
+        &self,
+        record: AuditRecord,
+        events: Vec<EventDoc>,
+        kinds: &[&'static str],
+    ) -> Result<(), StoreError> {
         let published = self
             .audit_publisher
             .get()
             .map(|_| serde_json::to_vec(&record));
-        self.audit_sink.write(record).await?;
+        let written = if events.is_empty() {
+            self.audit_sink.write(record).await
+        } else {
+            let written = self.audit_sink.write_with_events(record, events).await;
+            if let (Ok(()), Err(e)) = (&written.record, &written.events) {
+                event_stream::events_lost(e, kinds);
+            }
+            written.record
+        };
+        written?;
         if let (Some(publish), Some(Ok(json))) = (self.audit_publisher.get(), published) {
             // Best effort, after the record is stored: the bus is a copy, not the trail.
             publish(json);

@@ -1082,18 +1082,8 @@ async fn event_latency_across_replicas() {
     }
 }
 
-/// What another replica does: takes sequence numbers, stores events.
-async fn take_numbers(app: &crate::helpers::TestApp, n: i64) {
-    app.db
-        .collection::<mongodb::bson::Document>("event_seq")
-        .update_one(
-            mongodb::bson::doc! { "_id": "events" },
-            mongodb::bson::doc! { "$inc": { "seq": n } },
-        )
-        .await
-        .expect("inc");
-}
-
+/// A writer that numbers an event before it stores it (an older build):
+/// stores one at `seq` directly.
 async fn store_event(app: &crate::helpers::TestApp, seq: i64, path: &str) {
     app.db
         .collection::<mongodb::bson::Document>("events")
@@ -1112,8 +1102,7 @@ async fn an_event_stored_early_waits_for_the_one_before_and_a_lost_one_is_given_
     put(&a, "ops", "first", "v").await; // number 1
     assert_eq!(summary(&stream.event().await).1, "first");
 
-    // Another replica took 2 and 3 and stored 3 first: 3 waits for 2.
-    take_numbers(&a, 2).await;
+    // Another writer stored 3 before 2: 3 waits for 2.
     store_event(&a, 3, "third").await;
     stream.quiet_for(Duration::from_millis(800)).await;
     store_event(&a, 2, "second").await;
@@ -1121,11 +1110,10 @@ async fn an_event_stored_early_waits_for_the_one_before_and_a_lost_one_is_given_
     let third = stream.event().await;
     assert_eq!(summary(&third).1, "third");
 
-    // Number 4 is taken and never stored (its writer died): 5 waits for it,
-    // then 4 is given up (a placeholder every replica agrees on).
-    take_numbers(&a, 1).await;
+    // 5 is stored and 4 never is (its writer died): 5 waits for it, then 4
+    // is given up (a placeholder every replica agrees on).
     let written = std::time::Instant::now();
-    put(&a, "ops", "fifth", "v").await; // number 5
+    store_event(&a, 5, "fifth").await;
     assert_eq!(summary(&stream.event().await).1, "fifth");
     assert!(
         written.elapsed() >= Duration::from_secs(4),
@@ -1138,10 +1126,105 @@ async fn an_event_stored_early_waits_for_the_one_before_and_a_lost_one_is_given_
             .expect("find")
             .expect("a placeholder");
     assert_eq!(lost.get_str("kind"), Ok("lost"));
-    // Resuming from before the gap is no reset: exactly the fifth.
+
+    // This replica's writer last stored 1: its next event meets the taken
+    // numbers and goes after the highest, 6.
+    put(&a, "ops", "sixth", "v").await;
+    let sixth = stream.event().await;
+    assert_eq!(summary(&sixth).1, "sixth");
+    assert_eq!(
+        event_paths(&a).await.last(),
+        Some(&(6, "sixth".to_string()))
+    );
+
+    // Resuming from before the gap is no reset: exactly the fifth and the sixth.
     let mut resumed = opened(&a, &a.identity, "project=ops", third.id.as_deref()).await;
     assert_eq!(summary(&resumed.event().await).1, "fifth");
+    assert_eq!(summary(&resumed.event().await).1, "sixth");
     resumed.quiet_for(Duration::from_millis(300)).await;
+}
+
+/// Every stored event as (number, path), in order.
+async fn event_paths(app: &crate::helpers::TestApp) -> Vec<(i64, String)> {
+    use futures_util::TryStreamExt as _;
+    app.db
+        .collection::<mongodb::bson::Document>("events")
+        .find(mongodb::bson::doc! {})
+        .sort(mongodb::bson::doc! { "_id": 1 })
+        .await
+        .expect("find")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|d| {
+            (
+                d.get_i64("_id").expect("number"),
+                d.get_str("path").expect("path").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn two_replicas_writing_at_once_number_every_event_once_without_a_gap() {
+    let a = spawn_app_with(&[]).await;
+    let b = replica_of(&a, &[]).await;
+    // Both writers know number 1 is stored, so both race for the next ones.
+    put(&a, "ops", "a-0", "v").await;
+    put(&b, "ops", "b-0", "v").await;
+    let writes = (1..=40).flat_map(|i| {
+        [(&a, format!("a-{i}")), (&b, format!("b-{i}"))]
+            .map(|(app, path)| async move { put(app, "ops", &path, "v").await })
+    });
+    futures_util::future::join_all(writes).await;
+
+    let stored = event_paths(&a).await;
+    let numbers: Vec<i64> = stored.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        (1..=82).collect::<Vec<_>>(),
+        "one number each, no gap"
+    );
+    let mut paths: Vec<&str> = stored.iter().map(|(_, p)| p.as_str()).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(paths.len(), 82, "every write's event stored once");
+    assert!(!paths.contains(&"lost") && !paths.contains(&""));
+}
+
+#[tokio::test]
+async fn numbering_goes_on_from_the_floor_when_every_event_has_expired() {
+    let a = spawn_app_with(&[]).await;
+    for i in 0..3 {
+        put(&a, "ops", &format!("old-{i}"), "v").await;
+    }
+    // The floor is raised in the background once the writes stop: wait for it.
+    let counter = a.db.collection::<mongodb::bson::Document>("event_seq");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let floor = counter
+            .find_one(mongodb::bson::doc! { "_id": "events" })
+            .await
+            .expect("find")
+            .and_then(|d| d.get_i64("seq").ok());
+        if floor == Some(3) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "floor stayed at {floor:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every event expires; a new replica's first event is 4, not 1.
+    a.db.collection::<mongodb::bson::Document>("events")
+        .delete_many(mongodb::bson::doc! {})
+        .await
+        .expect("delete");
+    let b = replica_of(&a, &[]).await;
+    put(&b, "ops", "new", "v").await;
+    assert_eq!(event_paths(&a).await, vec![(4, "new".to_string())]);
 }
 
 async fn events_ttl(app: &crate::helpers::TestApp) -> Option<i64> {

@@ -3,6 +3,7 @@ mod access_requests;
 mod agent;
 mod alerts;
 mod audit;
+mod audit_sink;
 mod auth;
 mod binary;
 mod browser;

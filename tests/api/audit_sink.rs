@@ -1,0 +1,175 @@
+//! The audit trail's writer stores a success's change events with its
+//! record (see `store::audit_sink`): a lone write in one command where the
+//! server has `bulkWrite`, a batch (or any write elsewhere) in two, and never
+//! an event whose record was refused.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::TryStreamExt as _;
+use mongodb::bson::{doc, DateTime, Document};
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+use secret_manager::store::audit::AuditRecord;
+use secret_manager::store::audit_sink::{AuditSink, BulkWrites};
+use secret_manager::store::events::EventDoc;
+
+use crate::helpers::mongo_uri;
+
+/// A database on its own client, with the name of every command it starts.
+async fn monitored(name: &str) -> (Database, Arc<Mutex<Vec<String>>>) {
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let seen = started.clone();
+    let mut options = ClientOptions::parse(mongo_uri()).await.expect("uri");
+    options.command_event_handler = Some(EventHandler::callback(move |e: CommandEvent| {
+        if let CommandEvent::Started(s) = e {
+            seen.lock().expect("lock").push(s.command_name);
+        }
+    }));
+    let client = Client::with_options(options).expect("client");
+    (client.database(name), started)
+}
+
+fn record(id: &str) -> AuditRecord {
+    AuditRecord {
+        id: Some(id.to_string()),
+        ts: DateTime::now(),
+        action: "create".into(),
+        outcome: "success".into(),
+        channel: "http".into(),
+        actor: Some("tester".into()),
+        secret_id: None,
+        project: Some("ops".into()),
+        path: Some(id.to_string()),
+        version: Some(1),
+        target: None,
+        client_ip: None,
+        user_agent: None,
+        request_id: None,
+        error_code: None,
+        count: None,
+        alert: None,
+    }
+}
+
+fn event(path: &str) -> EventDoc {
+    EventDoc {
+        seq: 0,
+        kind: "secret_created".into(),
+        project: "ops".into(),
+        path: path.to_string(),
+        version: Some(1),
+        ts: DateTime::now(),
+        actor: "tester".into(),
+    }
+}
+
+/// Every stored event as (number, path), in order.
+async fn stored_events(db: &Database) -> Vec<(i64, String)> {
+    db.collection::<Document>("events")
+        .find(doc! {})
+        .sort(doc! { "_id": 1 })
+        .await
+        .expect("find")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|d| {
+            let n = d.get_i64("_id").expect("number");
+            (n, d.get_str("path").expect("path").to_string())
+        })
+        .collect()
+}
+
+async fn records_with_path(db: &Database, path: &str) -> u64 {
+    db.collection::<Document>("audit_logs")
+        .count_documents(doc! { "path": path })
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn a_record_and_its_events_share_one_command_and_a_refused_record_stores_no_event() {
+    for (mode, commands) in [
+        (BulkWrites::Auto, vec!["bulkWrite"]),
+        (BulkWrites::Never, vec!["insert", "insert"]),
+    ] {
+        let name = format!("audit-sink-{}", uuid::Uuid::new_v4().simple());
+        let (db, started) = monitored(&name).await;
+        let sink = AuditSink::spawn_with(&db, mode);
+        // The first batch also asks the server what it has and where the sequence is.
+        let first = sink
+            .write_with_events(record("first"), vec![event("first")])
+            .await;
+        assert!(
+            first.record.is_ok() && first.events.is_ok(),
+            "{mode:?}: {first:?}"
+        );
+
+        started.lock().expect("lock").clear();
+        let second = sink
+            .write_with_events(record("second"), vec![event("second"), event("second")])
+            .await;
+        assert!(
+            second.record.is_ok() && second.events.is_ok(),
+            "{mode:?}: {second:?}"
+        );
+        assert_eq!(*started.lock().expect("lock"), commands, "{mode:?}");
+
+        // A record the trail refuses (its id is taken), in a batch with one it keeps.
+        let (refused, kept) = tokio::join!(
+            sink.write_with_events(record("first"), vec![event("refused")]),
+            sink.write_with_events(record("kept"), vec![event("kept")]),
+        );
+        assert!(
+            refused.record.is_err(),
+            "{mode:?}: a duplicate record id is refused"
+        );
+        assert!(
+            refused.events.is_err(),
+            "{mode:?}: its event is not stored either"
+        );
+        assert!(
+            kept.record.is_ok() && kept.events.is_ok(),
+            "{mode:?}: {kept:?}"
+        );
+
+        // A bigger batch: records in one insert, then their events in another.
+        started.lock().expect("lock").clear();
+        let many = futures_util::future::join_all((0..6).map(|i| {
+            let path = format!("many-{i}");
+            sink.write_with_events(record(&path), vec![event(&path)])
+        }))
+        .await;
+        assert!(many.iter().all(|w| w.record.is_ok() && w.events.is_ok()));
+        assert_eq!(
+            *started.lock().expect("lock"),
+            ["insert", "insert"],
+            "{mode:?}"
+        );
+
+        // A record alone, and events alone (an operation audited apart).
+        assert!(sink.write(record("alone")).await.is_ok());
+        assert!(sink.write_events(vec![event("apart")]).await.is_ok());
+
+        let paths = [
+            "first", "second", "second", "kept", "many-0", "many-1", "many-2", "many-3", "many-4",
+            "many-5", "apart",
+        ];
+        assert_eq!(
+            stored_events(&db).await,
+            paths
+                .iter()
+                .zip(1..)
+                .map(|(p, n)| (n, p.to_string()))
+                .collect::<Vec<_>>(),
+            "{mode:?}: numbered in order, without a gap, nothing of the refused one",
+        );
+        for path in ["first", "second", "kept", "alone"] {
+            assert_eq!(records_with_path(&db, path).await, 1, "{mode:?}: {path}");
+        }
+        db.drop().await.expect("drop");
+    }
+}
