@@ -9,8 +9,11 @@
 # http-named --mode fetch` (reads among the secrets just seeded), `--mode
 # update` (a new version of one of 1,000 seeded names) and `--mode create` (new
 # names, at most 2,000 so the size stays put). Flat means the rate at 100,000
-# is close to the rate at 1,000 (the last line gives the ratios). Loopback
-# only; every run is bounded by DURATION_SECS. Writes Markdown to stdout.
+# is close to the rate at 1,000 (the last line gives the ratios). Beside the
+# creates, the naive ceiling (`bench-db --mode create`: the same insert and
+# audit record, no service) runs on its own collection filled to the same size,
+# to tell the database's own growth from the service's. Loopback only; every
+# run is bounded by DURATION_SECS. Writes Markdown to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,10 +38,23 @@ run() { # mode seed max-requests -> JSON line
     --concurrency "$CONCURRENCY" --duration "$DURATION" --json
 }
 
+ceiling() { # mode seed max-requests -> JSON line
+  "$BIN" bench-db --mongo-db bench_scale_ceiling --keep --mode "$1" --seed "$2" \
+    --max-requests "$3" --concurrency "$CONCURRENCY" --duration "$DURATION" --json
+}
+
 out="$CLUSTER_DIR/scale.jsonl"
 : >"$out"
 size=0
+ceiling_size=0
 for target in "${SIZES[@]}"; do
+  fill=$((target > ceiling_size ? target - ceiling_size : 1))
+  ceiling fetch "$fill" 1 >/dev/null  # fills the ceiling's collection
+  ceiling_size=$((ceiling_size + fill))
+  line=$(ceiling create 1 2000)
+  echo "$target ceiling-create $ceiling_size $line" >>"$out"
+  ceiling_size=$((ceiling_size + $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["requests"])' "$line")))
+
   fill=$((target > size ? target - size : 1))
   line=$(run fetch "$fill" 10000000)
   size=$((size + fill))
@@ -63,4 +79,8 @@ for size, mode, n, js in rows:
     print(f"| {int(size):,} | {mode} | {int(n):,} | {r['requests_per_sec']:.0f} | {r['latency_ms']['p50']:.1f} | {r['latency_ms']['p99']:.1f} | {errs} |")
 print()
 print("Largest / smallest size, req/s: " + ", ".join(f"{m} {v[-1]/v[0]:.2f}" for m, v in by.items()) + ".")
+if by.get("create") and by.get("ceiling-create"):
+    print()
+    print("Service create / ceiling create at each size: " + ", ".join(
+        f"{s / c:.2f}" for s, c in zip(by["create"], by["ceiling-create"])) + ".")
 PY

@@ -94,9 +94,13 @@ pub struct DbBenchArgs {
         hide_env_values = true
     )]
     pub mongo_uri: String,
-    /// A scratch database; dropped at the end.
+    /// A scratch database; dropped at the end unless `--keep`.
     #[arg(long, default_value = "bench_ceiling")]
     pub mongo_db: String,
+    /// Keep the scratch database, so a later run measures at a larger size
+    /// (`scripts/bench_scale.sh`).
+    #[arg(long)]
+    pub keep: bool,
     #[arg(long, default_value_t = 100)]
     pub pool_size: u32,
     #[command(flatten)]
@@ -670,12 +674,13 @@ struct Ceiling {
 }
 
 impl Ceiling {
-    async fn audit(&self, action: &str, id: &str) -> Result<(), String> {
+    /// The audit record of a request on `id`, named `path` (indexed, as the service's are).
+    async fn audit(&self, action: &str, id: &str, path: &str) -> Result<(), String> {
         use mongodb::bson::{doc, DateTime};
         self.audit
             .insert_one(doc! {
                 "ts": DateTime::now(), "action": action, "outcome": "success", "channel": "http",
-                "actor": "bench", "secret_id": id, "project": "default", "path": id, "version": 1_i64,
+                "actor": "bench", "secret_id": id, "project": "default", "path": path, "version": 1_i64,
                 "client_ip": "127.0.0.1", "user_agent": "bench", "request_id": uuid::Uuid::new_v4().to_string(),
             })
             .await
@@ -687,7 +692,10 @@ impl Ceiling {
 impl Target for Ceiling {
     async fn create(&self, value: &[u8]) -> Result<String, String> {
         use mongodb::bson::{doc, spec::BinarySubtype, Binary, DateTime};
-        let id = uuid::Uuid::new_v4().to_string();
+        // Time-ordered, as the service's ids are (`vault::named::new_id`); the
+        // path random, as the harness's names are.
+        let id = uuid::Uuid::now_v7().to_string();
+        let path = uuid::Uuid::new_v4().simple().to_string();
         let bin = |b: Vec<u8>| Binary {
             subtype: BinarySubtype::Generic,
             bytes: b,
@@ -696,14 +704,14 @@ impl Target for Ceiling {
         // The same document shape the service stores (value stored as-is: no crypto here).
         self.secrets
             .insert_one(doc! {
-                "_id": &id, "project": "default", "path": &id, "current_version": 1_i64,
+                "_id": &id, "project": "default", "path": &path, "current_version": 1_i64,
                 "versions": [{ "version": 1_i64, "ciphertext": bin(value.to_vec()), "nonce": bin(vec![0u8; 12]),
                                "key_id": "dk-bench", "created_at": now, "created_by": "bench" }],
                 "tags": [], "created_at": now, "created_by": "bench", "updated_at": now, "updated_by": "bench",
             })
             .await
             .map_err(|_| "db".to_string())?;
-        self.audit("create", &id).await?;
+        self.audit("create", &id, &path).await?;
         Ok(id)
     }
 
@@ -724,7 +732,7 @@ impl Target for Ceiling {
             .and_then(|v| v.get_binary_generic("ciphertext").ok())
             .cloned()
             .ok_or("body")?;
-        self.audit("fetch", id).await?;
+        self.audit("fetch", id, id).await?;
         Ok(value)
     }
 }
@@ -746,7 +754,9 @@ pub async fn run_db(args: DbBenchArgs) -> Result<Summary, String> {
         audit: db.collection("audit_logs"),
     });
     let summary = drive(target, &args.load, "db-ceiling".into()).await;
-    let _ = db.drop().await;
+    if !args.keep {
+        let _ = db.drop().await;
+    }
     // Close the pool before the runtime goes, so no driver task outlives it.
     client.shutdown().await;
     summary

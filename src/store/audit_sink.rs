@@ -21,7 +21,7 @@ use mongodb::{Collection, Database};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{AuditRecord, COLLECTION};
-use super::events::{self, EventDoc, Numbers};
+use super::events::{self, EventDoc};
 use super::group_commit::failed_documents;
 use super::StoreError;
 
@@ -120,27 +120,12 @@ impl AuditSink {
 
 async fn run(db: Database, mut rx: mpsc::Receiver<Entry>, bulk: BulkWrites) {
     let mut batch: Vec<Entry> = Vec::with_capacity(MAX_BATCH);
-    let mut numbers = Numbers::default();
     let mut has_bulk_write = match bulk {
         BulkWrites::Auto => None,
         BulkWrites::Never => Some(false),
     };
-    loop {
-        // Whatever queued while the previous batch was written goes in this one.
-        let received = match numbers.floor_due() {
-            // A number used since the floor was last raised: raise it once idle.
-            Some(due) => tokio::select! {
-                n = rx.recv_many(&mut batch, MAX_BATCH) => n,
-                () = tokio::time::sleep_until(due) => {
-                    numbers.raise_floor(&db);
-                    continue;
-                }
-            },
-            None => rx.recv_many(&mut batch, MAX_BATCH).await,
-        };
-        if received == 0 {
-            return;
-        }
+    // Whatever queued while the previous batch was written goes in this one.
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let entries = std::mem::take(&mut batch);
         let (records, events, acks): (Vec<_>, Vec<_>, Vec<_>) = entries
             .into_iter()
@@ -162,15 +147,14 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Entry>, bulk: BulkWrites) {
         let mut work = Batch::new(records, events);
         let started = Instant::now();
         if bulk {
-            work.write_together(&db, &mut numbers).await;
+            work.write_together(&db).await;
         } else {
-            work.write_apart(&db, &mut numbers).await;
+            work.write_apart(&db).await;
         }
         observe(&work, started.elapsed());
         for (ack, written) in acks.into_iter().zip(work.results()) {
             let _ = ack.send(written);
         }
-        numbers.raise_floor(&db);
     }
 }
 
@@ -253,7 +237,7 @@ impl Batch {
 
     /// Records in one `insert_many`, then the events of the callers whose
     /// record (if any) is stored, numbered, in a second command.
-    async fn write_apart(&mut self, db: &Database, numbers: &mut Numbers) {
+    async fn write_apart(&mut self, db: &Database) {
         let owners: Vec<usize> = (0..self.records.len())
             .filter(|i| self.records[*i].is_some())
             .collect();
@@ -278,12 +262,15 @@ impl Batch {
             if self.record_results[*owner].is_ok() {
                 docs.push(doc.clone());
                 with.push(*owner);
+            } else if doc.seq != 0 {
+                // A reserved number of a refused record: filled, so no reader waits.
+                docs.push(events::placeholder(doc.seq));
             }
         }
         if docs.is_empty() {
             return;
         }
-        if let Err(e) = numbers.store(db, &mut docs).await {
+        if let Err(e) = events::store(db, docs).await {
             for owner in with {
                 self.event_results[owner] = Err(e.clone());
             }
@@ -291,29 +278,23 @@ impl Batch {
     }
 
     /// Records, then events, in one ordered `bulkWrite`: the command stops
-    /// at the first failure, so no event is stored before its record.
-    async fn write_together(&mut self, db: &Database, numbers: &mut Numbers) {
+    /// at the first failure, so no event is stored before its record. The
+    /// events' numbers are taken first; those of a refused record are
+    /// filled with placeholders, so the readers wait for no number.
+    async fn write_together(&mut self, db: &Database) {
         let records: Collection<AuditRecord> = db.collection(COLLECTION);
         let event_coll: Collection<EventDoc> = db.collection(events::COLLECTION);
         let mut records_left: Vec<usize> = (0..self.records.len())
             .filter(|i| self.records[*i].is_some())
             .collect();
         let mut events_left: Vec<usize> = (0..self.events.len()).collect();
+        if let Err(e) = events::number(db, self.events.iter_mut().map(|(_, d)| d)).await {
+            return self.fail_left(&records_left, &events_left, &e);
+        }
         for _ in 0..MAX_TRIES {
-            events_left.retain(|i| self.record_results[self.events[*i].0].is_ok());
-            if records_left.is_empty() && events_left.is_empty() {
-                return;
-            }
-            let first = match numbers.first(db).await {
-                Ok(first) => first,
-                Err(e) => return self.fail_left(&records_left, &events_left, &e),
-            };
-            for (i, seq) in events_left.iter().zip(first..) {
-                self.events[*i].1.seq = seq;
-            }
             let mut steps = Vec::with_capacity(records_left.len() + events_left.len());
             let mut models: Vec<WriteModel> = Vec::with_capacity(steps.capacity());
-            let mut unserialisable: Vec<(Step, StoreError)> = Vec::new();
+            let mut unserialisable: Vec<(usize, StoreError)> = Vec::new();
             for owner in &records_left {
                 let Some(record) = &self.records[*owner] else {
                     continue;
@@ -323,67 +304,51 @@ impl Batch {
                         models.push(model.into());
                         steps.push(Step::Record(*owner));
                     }
-                    Err(e) => unserialisable.push((Step::Record(*owner), e.into())),
+                    Err(e) => unserialisable.push((*owner, e.into())),
                 }
+            }
+            for (owner, e) in unserialisable {
+                records_left.retain(|o| *o != owner);
+                self.refuse(owner, e);
             }
             for i in &events_left {
-                match event_coll.insert_one_model(&self.events[*i].1) {
-                    Ok(model) => {
-                        models.push(model.into());
-                        steps.push(Step::Event(*i));
-                    }
-                    Err(e) => unserialisable.push((Step::Event(*i), e.into())),
+                // An event's fields are strings, numbers and a date: it serialises.
+                if let Ok(model) = event_coll.insert_one_model(&self.events[*i].1) {
+                    models.push(model.into());
+                    steps.push(Step::Event(*i));
                 }
             }
-            for (step, e) in unserialisable {
-                match step {
-                    Step::Record(owner) => {
-                        records_left.retain(|o| *o != owner);
-                        self.fail_record(owner, e);
-                    }
-                    Step::Event(i) => {
-                        events_left.retain(|at| *at != i);
-                        let owner = self.events[i].0;
-                        self.event_results[owner] = Err(e);
-                    }
-                }
-            }
-            let result = db.client().bulk_write(models).ordered(true).await;
-            let failed_at = match result {
-                Ok(_) => None,
+            let (done, failure) = match db.client().bulk_write(models).ordered(true).await {
+                Ok(_) => (steps.len(), None),
                 Err(e) => match one_write_error(&e) {
-                    Some((at, code)) => Some((at, code, StoreError::from(e))),
-                    None => {
-                        numbers.forget();
-                        return self.fail_left(&records_left, &events_left, &e.into());
-                    }
+                    Some((at, code)) => (at, Some((at, code, StoreError::from(e)))),
+                    None => return self.fail_left(&records_left, &events_left, &e.into()),
                 },
             };
-            let done = failed_at.as_ref().map_or(steps.len(), |(at, _, _)| *at);
-            let stored_events = steps[..done]
-                .iter()
-                .filter(|s| matches!(s, Step::Event(_)))
-                .count();
-            numbers.used(first, stored_events);
             records_left.retain(|o| !steps[..done].contains(&Step::Record(*o)));
             events_left.retain(|i| !steps[..done].contains(&Step::Event(*i)));
-            let Some((at, code, e)) = failed_at else {
+            let Some((at, code, e)) = failure else {
                 return;
             };
             match steps.get(at) {
                 Some(Step::Record(owner)) => {
                     let owner = *owner;
                     records_left.retain(|o| *o != owner);
-                    self.fail_record(owner, record_error(Some(code), &e));
+                    self.refuse(owner, record_error(Some(code), &e));
                 }
-                // Another replica holds this number: the rest go after the highest.
+                // A reader gave up on this number: the rest are stored apart,
+                // a taken number renumbered.
                 Some(Step::Event(_)) if code == 11000 => {
-                    if let Err(e) = numbers.taken(db).await {
-                        return self.fail_left(&records_left, &events_left, &e);
+                    let docs = events_left
+                        .iter()
+                        .map(|i| self.events[*i].1.clone())
+                        .collect();
+                    if let Err(e) = events::insert_numbered(db, docs).await {
+                        self.fail_left(&[], &events_left, &e);
                     }
+                    return;
                 }
                 Some(Step::Event(_)) | None => {
-                    numbers.forget();
                     return self.fail_left(&records_left, &events_left, &e);
                 }
             }
@@ -392,6 +357,17 @@ impl Batch {
             "the audit batch was refused too many times; its remaining writes failed".into(),
         );
         self.fail_left(&records_left.clone(), &events_left.clone(), &e);
+    }
+
+    /// A refused record: its operation fails, and its events (already
+    /// numbered) become placeholders.
+    fn refuse(&mut self, owner: usize, e: StoreError) {
+        self.fail_record(owner, e);
+        for (o, doc) in &mut self.events {
+            if *o == owner {
+                *doc = events::placeholder(doc.seq);
+            }
+        }
     }
 
     fn fail_left(&mut self, records: &[usize], events: &[usize], e: &StoreError) {

@@ -1,23 +1,21 @@
 //! `events`: secret change events kept for `EVENTS_RETENTION` (TTL index on
 //! `ts`), so every replica and every reconnecting client sees them.
 //!
-//! Each event's `_id` is a sequence number, so the order is the same on every
-//! replica whatever their clocks say. The unique `_id` itself hands the
-//! numbers out: a writer inserts its events at the numbers after the last one
-//! it knows is stored, and when another replica got there first (a duplicate
-//! `_id`) it asks for the highest stored number and tries again after it. So
-//! a number is only ever inserted once the one before it is stored, and a
-//! lone write costs one command (an `$inc` of a counter first cost two). The
-//! counter document (`event_seq`) is kept as a floor, raised now and then,
-//! for when every stored event has expired. Readers (`vault::event_stream`)
-//! still hold back after a gap until it fills, or give up on it after a
-//! timeout: a safety net for writers of an older build.
+//! Each event's `_id` is a sequence number taken from one counter document
+//! (`event_seq`, `$inc`), so the order is the same on every replica whatever
+//! their clocks say. Numbers are taken before the insert, so concurrent
+//! writers can make a later number visible before an earlier one: readers
+//! (`vault::event_stream`) hold back after a gap until it fills, or give up on
+//! it after a timeout (a writer that died between the two steps) by storing a
+//! placeholder of kind [`LOST`] there. The audit trail's writer
+//! (`store::audit_sink`) takes the numbers for a batch's events with one `$inc`
+//! and stores them with, or right after, their operations' audit records.
 
 use std::time::Duration;
 
 use futures_util::TryStreamExt as _;
 use mongodb::bson::{doc, DateTime};
-use mongodb::options::IndexOptions;
+use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
@@ -102,24 +100,26 @@ pub async fn changes(
     Ok(stream.map(|change| change.map(|_| ()).map_err(StoreError::from)))
 }
 
-/// Raises the floor document to `seq` (never lowers it).
-async fn raise_floor(db: &Database, seq: i64) -> Result<(), StoreError> {
-    db.collection::<Counter>(COUNTER)
-        .update_one(doc! { "_id": COLLECTION }, doc! { "$max": { "seq": seq } })
+/// Takes the next `n` sequence numbers; returns the first one.
+pub async fn take_numbers(db: &Database, n: usize) -> Result<i64, StoreError> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let counter = db
+        .collection::<Counter>(COUNTER)
+        .find_one_and_update(doc! { "_id": COLLECTION }, doc! { "$inc": { "seq": n } })
         .upsert(true)
-        .await?;
-    Ok(())
+        .return_document(ReturnDocument::After)
+        .await?
+        .ok_or_else(|| StoreError::Other("the event counter was not returned".into()))?;
+    Ok(counter.seq - n + 1)
 }
 
-/// The last sequence number used (0 before the first event): the highest
-/// stored, or the floor when every stored event has expired.
+/// The last sequence number taken (0 before the first event).
 pub async fn last_number(db: &Database) -> Result<i64, StoreError> {
-    let floor = db
+    Ok(db
         .collection::<Counter>(COUNTER)
         .find_one(doc! { "_id": COLLECTION })
         .await?
-        .map_or(0, |c| c.seq);
-    Ok(floor.max(highest(db).await?))
+        .map_or(0, |c| c.seq))
 }
 
 /// Inserts the documents whose `_id` is not taken yet (another replica may
@@ -169,130 +169,85 @@ pub async fn count_between(db: &Database, after: i64, upto: i64) -> Result<u64, 
         .await?)
 }
 
-/// How often, at most, the floor document is raised to the last number used.
-const FLOOR_EVERY: Duration = Duration::from_secs(1);
-/// How many times events are numbered again after other replicas took their
-/// numbers, before their writers are told they failed.
-const MAX_TRIES: usize = 32;
+/// The kind of a placeholder for a number whose event was never stored.
+pub const LOST: &str = "lost";
 
-/// One writer's view of the sequence (see the module comment).
-#[derive(Default)]
-pub(crate) struct Numbers {
-    /// The number its next event gets, when known (after its own last insert).
-    next: Option<i64>,
-    /// The last number the floor document was raised to, and when.
-    floor: i64,
-    floor_at: Option<std::time::Instant>,
+/// A placeholder at `seq`: it holds nothing, and every reader skips it.
+pub fn placeholder(seq: i64) -> EventDoc {
+    EventDoc {
+        seq,
+        kind: LOST.to_string(),
+        project: String::new(),
+        path: String::new(),
+        version: None,
+        ts: DateTime::now(),
+        actor: String::new(),
+    }
 }
 
-impl Numbers {
-    /// The number the next event gets: after this writer's last one, or
-    /// (first, or after an error) after whatever is stored.
-    pub(crate) async fn first(&mut self, db: &Database) -> Result<i64, StoreError> {
-        match self.next {
-            Some(next) => Ok(next),
-            None => Ok(last_number(db).await? + 1),
-        }
-    }
+/// How many times events are numbered again after their numbers turned out
+/// taken, before their writers are told they failed.
+const MAX_TRIES: usize = 8;
 
-    /// `n` events were stored at the numbers from `first` on.
-    pub(crate) fn used(&mut self, first: i64, n: usize) {
-        if n > 0 {
-            self.next = Some(first + i64::try_from(n).unwrap_or(i64::MAX));
-        }
+/// Numbers the events of `docs` that have no number yet (`seq` 0; the others
+/// were reserved) and stores them all.
+pub(crate) async fn store(db: &Database, mut docs: Vec<EventDoc>) -> Result<(), StoreError> {
+    number(db, docs.iter_mut()).await?;
+    if docs.is_empty() {
+        return Ok(());
     }
+    insert_numbered(db, docs).await
+}
 
-    /// Another writer holds the next number: go on after the highest stored.
-    pub(crate) async fn taken(&mut self, db: &Database) -> Result<(), StoreError> {
-        self.next = None;
-        self.next = Some(highest(db).await? + 1);
-        Ok(())
+/// Gives the events without a number (`seq` 0) the next ones, with one `$inc`
+/// (none when they all have one).
+pub(crate) async fn number(
+    db: &Database,
+    docs: impl Iterator<Item = &mut EventDoc>,
+) -> Result<(), StoreError> {
+    let mut unnumbered: Vec<&mut EventDoc> = docs.filter(|d| d.seq == 0).collect();
+    if unnumbered.is_empty() {
+        return Ok(());
     }
-
-    /// After a failure that may or may not have stored something: ask again.
-    pub(crate) fn forget(&mut self) {
-        self.next = None;
+    let first = take_numbers(db, unnumbered.len()).await?;
+    for (doc, seq) in unnumbered.iter_mut().zip(first..) {
+        doc.seq = seq;
     }
+    Ok(())
+}
 
-    /// Stores `docs` in order at the next free numbers.
-    pub(crate) async fn store(
-        &mut self,
-        db: &Database,
-        docs: &mut [EventDoc],
-    ) -> Result<(), StoreError> {
-        let mut from = 0;
-        for _ in 0..MAX_TRIES {
-            if from == docs.len() {
-                return Ok(());
-            }
-            let first = self.first(db).await?;
-            for (doc, seq) in docs[from..].iter_mut().zip(first..) {
-                doc.seq = seq;
-            }
-            let rest = &docs[from..];
-            let last = first + i64::try_from(rest.len()).unwrap_or(i64::MAX) - 1;
-            match collection(db).insert_many(rest).ordered(true).await {
-                Ok(_) => {
-                    self.next = Some(last + 1);
-                    return Ok(());
-                }
-                Err(e) => match stored_before_duplicate(&e) {
-                    // Another writer holds the number of `rest[stored]`: the
-                    // ones before it are stored, the rest go after the highest.
-                    Some(stored) => {
-                        from += stored;
-                        self.taken(db).await?;
-                    }
-                    None => {
-                        self.next = None;
-                        return Err(e.into());
-                    }
-                },
-            }
-        }
-        self.next = None;
-        Err(StoreError::Other(
-            "change events could not be numbered: other writers kept taking the numbers".into(),
-        ))
-    }
-
-    /// The last number this writer used, when the floor document is behind it.
-    fn unraised(&self) -> Option<i64> {
-        self.next.map(|n| n - 1).filter(|last| *last > self.floor)
-    }
-
-    /// When the floor is next due to be raised, if it is behind.
-    pub(crate) fn floor_due(&self) -> Option<tokio::time::Instant> {
-        self.unraised()?;
-        Some(self.floor_at.map_or_else(tokio::time::Instant::now, |at| {
-            tokio::time::Instant::from_std(at + FLOOR_EVERY)
-        }))
-    }
-
-    /// Raises the floor document (in the background, at most every
-    /// [`FLOOR_EVERY`], and once the writes stop) so a restart after every
-    /// event expired goes on from the last number, not from 1.
-    pub(crate) fn raise_floor(&mut self, db: &Database) {
-        let Some(last) = self.unraised() else {
-            return;
+/// Stores `docs` at the numbers they carry. One whose number is taken (a
+/// reader gave up waiting for this writer and stored a placeholder there)
+/// gets a new number: late rather than lost.
+pub(crate) async fn insert_numbered(
+    db: &Database,
+    mut docs: Vec<EventDoc>,
+) -> Result<(), StoreError> {
+    for _ in 0..MAX_TRIES {
+        let e = match collection(db).insert_many(&docs).ordered(false).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
         };
-        if self.floor_at.is_some_and(|at| at.elapsed() < FLOOR_EVERY) {
-            return;
+        let Some(taken) = duplicates_only(&e) else {
+            return Err(e.into());
+        };
+        docs = taken
+            .into_iter()
+            .filter_map(|i| docs.get(i).cloned())
+            .collect();
+        let first = take_numbers(db, docs.len()).await?;
+        for (doc, seq) in docs.iter_mut().zip(first..) {
+            doc.seq = seq;
         }
-        self.floor = last;
-        self.floor_at = Some(std::time::Instant::now());
-        let db = db.clone();
-        tokio::spawn(async move {
-            if let Err(e) = raise_floor(&db, last).await {
-                tracing::warn!(error = %e, "could not raise the change events' floor");
-            }
-        });
     }
+    Err(StoreError::Other(
+        "change events could not be stored: their numbers kept turning out taken".into(),
+    ))
 }
 
-/// How many documents of an ordered `insert_many` were stored before a
-/// duplicate `_id` stopped it; `None` for any other failure.
-fn stored_before_duplicate(e: &mongodb::error::Error) -> Option<usize> {
+/// The documents of an unordered `insert_many` refused for a duplicate `_id`,
+/// when that is its only kind of failure.
+fn duplicates_only(e: &mongodb::error::Error) -> Option<Vec<usize>> {
     use mongodb::error::ErrorKind;
     let ErrorKind::InsertMany(im) = &*e.kind else {
         return None;
@@ -300,8 +255,54 @@ fn stored_before_duplicate(e: &mongodb::error::Error) -> Option<usize> {
     if im.write_concern_error.is_some() {
         return None;
     }
-    match im.write_errors.as_deref() {
-        Some([only]) if only.code == 11000 => Some(only.index),
-        _ => None,
+    let errors = im.write_errors.as_deref()?;
+    errors
+        .iter()
+        .map(|w| (w.code == 11000).then_some(w.index))
+        .collect()
+}
+
+type Reservation = tokio::sync::oneshot::Sender<Result<i64, StoreError>>;
+
+/// Hands out sequence numbers ahead of their events, so a write can take its
+/// event's number while its document is inserted rather than after: its
+/// audit record and event then go in one command (`store::audit_sink`).
+/// Concurrent reservations share one `$inc`. A number reserved and not used
+/// must be filled with a [`placeholder`], or readers wait for it.
+#[derive(Clone)]
+pub struct NumberReserve {
+    tx: tokio::sync::mpsc::Sender<Reservation>,
+}
+
+/// Most numbers one `$inc` reserves.
+const MAX_RESERVATIONS: usize = 256;
+
+impl NumberReserve {
+    /// Starts the reserving task on the current tokio runtime.
+    pub fn spawn(db: &Database) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(MAX_RESERVATIONS * 4);
+        tokio::spawn(reserve_numbers(db.clone(), rx));
+        Self { tx }
+    }
+
+    /// One number, taken from the counter.
+    pub async fn reserve(&self) -> Result<i64, StoreError> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(ack)
+            .await
+            .map_err(|_| StoreError::Other("the number reserver stopped".into()))?;
+        done.await
+            .map_err(|_| StoreError::Other("the number reserver dropped a request".into()))?
+    }
+}
+
+async fn reserve_numbers(db: Database, mut rx: tokio::sync::mpsc::Receiver<Reservation>) {
+    let mut batch = Vec::with_capacity(MAX_RESERVATIONS);
+    while rx.recv_many(&mut batch, MAX_RESERVATIONS).await > 0 {
+        let taken = take_numbers(&db, batch.len()).await;
+        for (ack, i) in batch.drain(..).zip(0..) {
+            let _ = ack.send(taken.clone().map(|first| first + i));
+        }
     }
 }

@@ -12,19 +12,19 @@
 //! logged as an error and the event is missing (the audit trail has it).
 //!
 //! **Order: one sequence, gaps held back.** Each event's `_id` is a number
-//! in one sequence, not a time: replicas' clocks may disagree, a sequence
-//! does not. The writer (`store::events`) inserts at the number after the
-//! last one stored and renumbers on a duplicate, so a number is stored only
-//! after the one before it. Each replica's follower ([`FOLLOW_POLL`]: one
-//! indexed `_id` range query per replica, shared by all its streams)
-//! publishes events strictly in sequence, and still holds back after a gap
-//! (polling faster) and gives it up only after [`GAP_TIMEOUT`] (logged): a
-//! safety net for a writer of an older build, which took its number before
-//! inserting. Everything up to the follower's *watermark* is therefore
+//! from one counter document (`$inc`), not a time: replicas' clocks may
+//! disagree, a sequence does not. A number is taken before the insert, so
+//! replica B can make event 8 visible while replica A is still inserting 7. A
+//! reader that delivered 8 and moved its cursor past 7 would skip 7 for good;
+//! so each replica's follower ([`FOLLOW_POLL`]: one indexed `_id` range query
+//! per replica, shared by all its streams) publishes events strictly in
+//! sequence: after a gap it waits for the missing number (polling faster) and
+//! gives up on it only after [`GAP_TIMEOUT`] (its writer died between the two
+//! steps; logged). Everything up to the follower's *watermark* is therefore
 //! settled, and a resume token (`Last-Event-ID`) names one sequence number:
 //! resuming sends exactly the events after it, in order, none twice. A write
-//! through this replica wakes the follower at once (the in-process
-//! broadcast); another replica's write is seen at the next poll.
+//! through this replica wakes the follower at once (the in-process broadcast);
+//! another replica's write is seen at the next poll.
 //!
 //! **Wake-ups.** Each replica's follower reads when something may have
 //! changed: at once on a write through this replica (the in-process
@@ -66,7 +66,7 @@ use super::watch::Credentials;
 use super::{utc, Op, RequestMeta, Scope, Vault};
 use crate::auth::{secret_resource, Action};
 use crate::error::{ApiError, ErrorCode};
-use crate::store::events::{self as store, EventDoc};
+use crate::store::events::{self as store, EventDoc, LOST};
 use crate::store::StoreError;
 
 /// How often each replica's follower reads new events.
@@ -252,23 +252,31 @@ impl Vault {
         scope: &Scope,
         ts: DateTime<Utc>,
     ) -> Vec<EventDoc> {
-        let (Some(project), Some(path)) = (&scope.project, &scope.path) else {
-            return Vec::new();
+        let mut docs: Vec<EventDoc> = match (&scope.project, &scope.path) {
+            (Some(project), Some(path)) => scope
+                .events
+                .iter()
+                .map(|kind| EventDoc {
+                    // Numbered by the writer (with the other operations' events
+                    // of its batch) unless reserved below.
+                    seq: 0,
+                    kind: (*kind).to_string(),
+                    project: project.clone(),
+                    path: path.clone(),
+                    version: scope.version,
+                    ts: mongodb::bson::DateTime::from_chrono(ts),
+                    actor: meta.actor().to_string(),
+                })
+                .collect(),
+            _ => Vec::new(),
         };
-        scope
-            .events
-            .iter()
-            .map(|kind| EventDoc {
-                // Numbered by the writer, with the other operations' events of its batch.
-                seq: 0,
-                kind: (*kind).to_string(),
-                project: project.clone(),
-                path: path.clone(),
-                version: scope.version,
-                ts: mongodb::bson::DateTime::from_chrono(ts),
-                actor: meta.actor().to_string(),
-            })
-            .collect()
+        let mut reserved = scope.event_numbers.iter().copied();
+        for (doc, seq) in docs.iter_mut().zip(&mut reserved) {
+            doc.seq = seq;
+        }
+        // Reserved and not used (the operation failed): filled, so no reader waits.
+        docs.extend(reserved.map(store::placeholder));
+        docs
     }
 
     /// Stores the events of an operation whose record is written apart.
@@ -478,36 +486,23 @@ impl Vault {
 }
 
 impl Vault {
-    /// Fills the sequence numbers `from..=to`, never stored, with
-    /// placeholders, so every replica and every resuming client agrees they
-    /// hold nothing. A writer that was only slow then meets the duplicate
-    /// `_id` and stores its event at a later number.
+    /// Fills the sequence numbers `from..=to`, taken but never stored (their
+    /// writer stopped between the two steps), with placeholders, so every
+    /// replica and every resuming client agrees they hold nothing. A writer
+    /// that was only slow then meets the duplicate `_id` and stores its event
+    /// at a new number: late, never out of order before the watermark.
     async fn give_up(&self, from: i64, to: i64) {
         tracing::warn!(
             missing_from = from,
             missing_to = to,
             "change events never stored (their writer stopped?): given up"
         );
-        let now = mongodb::bson::DateTime::now();
-        let placeholders: Vec<EventDoc> = (from..=to)
-            .map(|seq| EventDoc {
-                seq,
-                kind: LOST.to_string(),
-                project: String::new(),
-                path: String::new(),
-                version: None,
-                ts: now,
-                actor: String::new(),
-            })
-            .collect();
+        let placeholders: Vec<EventDoc> = (from..=to).map(store::placeholder).collect();
         if let Err(e) = store::insert_missing(self.db(), &placeholders).await {
             tracing::warn!(error = %e, "could not fill a gap in the change events; retrying");
         }
     }
 }
-
-/// The kind of a placeholder for a sequence number whose event was never stored.
-const LOST: &str = "lost";
 
 impl EventHub {
     fn stream_event(&self, doc: EventDoc) -> StreamEvent {

@@ -248,6 +248,9 @@ pub struct Scope {
     events: Vec<&'static str>,
     /// Published once the record of a failed operation is stored (`rotation_failed`).
     failure_events: Vec<&'static str>,
+    /// Event numbers reserved while the operation ran (see `insert_new`):
+    /// its events get them, and any left over is filled with a placeholder.
+    event_numbers: Vec<i64>,
 }
 
 impl Scope {
@@ -263,6 +266,7 @@ impl Scope {
             pending: None,
             events: Vec::new(),
             failure_events: Vec::new(),
+            event_numbers: Vec::new(),
         }
     }
 
@@ -331,6 +335,8 @@ pub struct Vault {
     audit_sink: AuditSink,
     /// Group-commits new secrets (creates), like the audit records.
     secret_inserts: GroupCommit<crate::store::secrets::SecretDoc>,
+    /// Reserves change events' numbers ahead of the events (creates).
+    event_numbers: crate::store::events::NumberReserve,
     /// Coalesces concurrent point reads into one query (see `store::read_batch`).
     reads: crate::store::read_batch::ReadBatch,
     keyring: Arc<Keyring>,
@@ -418,6 +424,7 @@ impl Vault {
             cursor_key,
             audit_sink: AuditSink::spawn(&db),
             secret_inserts: GroupCommit::spawn(crate::store::secrets::collection(&db), None),
+            event_numbers: crate::store::events::NumberReserve::spawn(&db),
             reads: crate::store::read_batch::ReadBatch::spawn(crate::store::secrets::collection(
                 &db,
             )),
@@ -536,11 +543,12 @@ impl Vault {
             }
             Err(e) => {
                 self.audit_failure(meta, scope, &e).await;
-                if !scope.failure_events.is_empty() {
-                    scope.events = std::mem::take(&mut scope.failure_events);
-                    let now = chrono::Utc::now();
-                    let events = self.event_docs(meta, scope, now);
-                    self.store_events(scope, events).await;
+                scope.events = std::mem::take(&mut scope.failure_events);
+                let now = chrono::Utc::now();
+                // Also fills the numbers reserved for the events of a success.
+                let events = self.event_docs(meta, scope, now);
+                self.store_events(scope, events).await;
+                if !scope.events.is_empty() {
                     self.publish_events(meta, scope, now);
                 }
                 Err(e)

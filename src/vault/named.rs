@@ -279,7 +279,16 @@ impl Vault {
     ) -> Result<(), ApiError> {
         scope.secret_id(&doc.id);
         scope.version(Some(1));
-        match self.secret_inserts.insert(doc.clone()).await {
+        // The event's number is taken while the document is inserted, so the
+        // audit record and the event can go in one command afterwards.
+        let (inserted, reserved) = tokio::join!(
+            self.secret_inserts.insert(doc.clone()),
+            self.event_numbers.reserve()
+        );
+        if let Ok(seq) = reserved {
+            scope.event_numbers.push(seq);
+        }
+        match inserted {
             Ok(()) => {
                 scope.undo(Undo::RemoveSecret(doc.id.clone()));
                 scope.event("secret_created");
