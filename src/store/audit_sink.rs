@@ -146,9 +146,13 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Entry>, bulk: BulkWrites) {
         let bulk = small && has_bulk_write == Some(true);
         let mut work = Batch::new(records, events);
         let started = Instant::now();
-        if bulk {
-            work.write_together(&db).await;
-        } else {
+        if !bulk || !work.write_together(&db).await {
+            if bulk {
+                tracing::warn!(
+                    "the server refused bulkWrite; records and events go in two commands"
+                );
+                has_bulk_write = Some(false);
+            }
             work.write_apart(&db).await;
         }
         observe(&work, started.elapsed());
@@ -252,7 +256,9 @@ impl Batch {
                 let failed = failed_documents(&e, owners.len());
                 let shared = StoreError::from(e);
                 for (at, code) in failed {
-                    self.fail_record(owners[at], record_error(code, &shared));
+                    if let Some(owner) = owners.get(at) {
+                        self.fail_record(*owner, record_error(code, &shared));
+                    }
                 }
             }
         }
@@ -280,8 +286,9 @@ impl Batch {
     /// Records, then events, in one ordered `bulkWrite`: the command stops
     /// at the first failure, so no event is stored before its record. The
     /// events' numbers are taken first; those of a refused record are
-    /// filled with placeholders, so the readers wait for no number.
-    async fn write_together(&mut self, db: &Database) {
+    /// filled with placeholders, so the readers wait for no number. `false`
+    /// when the server has no such command after all (nothing was written).
+    async fn write_together(&mut self, db: &Database) -> bool {
         let records: Collection<AuditRecord> = db.collection(COLLECTION);
         let event_coll: Collection<EventDoc> = db.collection(events::COLLECTION);
         let mut records_left: Vec<usize> = (0..self.records.len())
@@ -289,9 +296,10 @@ impl Batch {
             .collect();
         let mut events_left: Vec<usize> = (0..self.events.len()).collect();
         if let Err(e) = events::number(db, self.events.iter_mut().map(|(_, d)| d)).await {
-            return self.fail_left(&records_left, &events_left, &e);
+            self.fail_left(&records_left, &events_left, &e);
+            return true;
         }
-        for _ in 0..MAX_TRIES {
+        for attempt in 0..MAX_TRIES {
             let mut steps = Vec::with_capacity(records_left.len() + events_left.len());
             let mut models: Vec<WriteModel> = Vec::with_capacity(steps.capacity());
             let mut unserialisable: Vec<(usize, StoreError)> = Vec::new();
@@ -320,15 +328,20 @@ impl Batch {
             }
             let (done, failure) = match db.client().bulk_write(models).ordered(true).await {
                 Ok(_) => (steps.len(), None),
+                Err(e) if attempt == 0 && is_unknown_command(&e) => return false,
                 Err(e) => match one_write_error(&e) {
                     Some((at, code)) => (at, Some((at, code, StoreError::from(e)))),
-                    None => return self.fail_left(&records_left, &events_left, &e.into()),
+                    None => {
+                        self.fail_left(&records_left, &events_left, &e.into());
+                        return true;
+                    }
                 },
             };
-            records_left.retain(|o| !steps[..done].contains(&Step::Record(*o)));
-            events_left.retain(|i| !steps[..done].contains(&Step::Event(*i)));
+            let done = &steps[..done.min(steps.len())];
+            records_left.retain(|o| !done.contains(&Step::Record(*o)));
+            events_left.retain(|i| !done.contains(&Step::Event(*i)));
             let Some((at, code, e)) = failure else {
-                return;
+                return true;
             };
             match steps.get(at) {
                 Some(Step::Record(owner)) => {
@@ -346,10 +359,11 @@ impl Batch {
                     if let Err(e) = events::insert_numbered(db, docs).await {
                         self.fail_left(&[], &events_left, &e);
                     }
-                    return;
+                    return true;
                 }
                 Some(Step::Event(_)) | None => {
-                    return self.fail_left(&records_left, &events_left, &e);
+                    self.fail_left(&records_left, &events_left, &e);
+                    return true;
                 }
             }
         }
@@ -357,6 +371,7 @@ impl Batch {
             "the audit batch was refused too many times; its remaining writes failed".into(),
         );
         self.fail_left(&records_left.clone(), &events_left.clone(), &e);
+        true
     }
 
     /// A refused record: its operation fails, and its events (already
@@ -400,4 +415,9 @@ fn one_write_error(e: &mongodb::error::Error) -> Option<(usize, i32)> {
         return None;
     }
     bw.write_errors.iter().next().map(|(at, w)| (*at, w.code))
+}
+
+/// The server does not know the command (`CommandNotFound`).
+fn is_unknown_command(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, ErrorKind::Command(c) if c.code == 59)
 }

@@ -223,7 +223,7 @@ pub(crate) async fn insert_numbered(
     db: &Database,
     mut docs: Vec<EventDoc>,
 ) -> Result<(), StoreError> {
-    for _ in 0..MAX_TRIES {
+    for attempt in 1..=MAX_TRIES {
         let e = match collection(db).insert_many(&docs).ordered(false).await {
             Ok(_) => return Ok(()),
             Err(e) => e,
@@ -231,6 +231,10 @@ pub(crate) async fn insert_numbered(
         let Some(taken) = duplicates_only(&e) else {
             return Err(e.into());
         };
+        if attempt == MAX_TRIES {
+            // No number taken that would not be stored.
+            break;
+        }
         docs = taken
             .into_iter()
             .filter_map(|i| docs.get(i).cloned())
@@ -262,7 +266,49 @@ fn duplicates_only(e: &mongodb::error::Error) -> Option<Vec<usize>> {
         .collect()
 }
 
-type Reservation = tokio::sync::oneshot::Sender<Result<i64, StoreError>>;
+type Reservation = tokio::sync::oneshot::Sender<Result<ReservedNumber, StoreError>>;
+
+/// A number reserved for an event. Dropped without [`ReservedNumber::claim`]
+/// (the operation ended without storing it, or its request was cancelled),
+/// it stores a placeholder there in the background, so no reader waits for it.
+#[derive(Debug)]
+pub struct ReservedNumber {
+    seq: i64,
+    db: Option<Database>,
+}
+
+impl ReservedNumber {
+    pub fn seq(&self) -> i64 {
+        self.seq
+    }
+
+    /// The number, now the caller's to store (as its event or a placeholder).
+    pub fn claim(mut self) -> i64 {
+        self.db = None;
+        self.seq
+    }
+}
+
+impl Drop for ReservedNumber {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            fill_in_background(db, vec![self.seq]);
+        }
+    }
+}
+
+/// Stores placeholders at `numbers` from a spawned task (none outside a runtime).
+fn fill_in_background(db: Database, numbers: Vec<i64>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let placeholders: Vec<EventDoc> = numbers.into_iter().map(placeholder).collect();
+        if let Err(e) = insert_missing(&db, &placeholders).await {
+            tracing::warn!(error = %e, "could not fill reserved event numbers; readers wait for them");
+        }
+    });
+}
 
 /// Hands out sequence numbers ahead of their events, so a write can take its
 /// event's number while its document is inserted rather than after: its
@@ -286,7 +332,7 @@ impl NumberReserve {
     }
 
     /// One number, taken from the counter.
-    pub async fn reserve(&self) -> Result<i64, StoreError> {
+    pub async fn reserve(&self) -> Result<ReservedNumber, StoreError> {
         let (ack, done) = tokio::sync::oneshot::channel();
         self.tx
             .send(ack)
@@ -302,7 +348,12 @@ async fn reserve_numbers(db: Database, mut rx: tokio::sync::mpsc::Receiver<Reser
     while rx.recv_many(&mut batch, MAX_RESERVATIONS).await > 0 {
         let taken = take_numbers(&db, batch.len()).await;
         for (ack, i) in batch.drain(..).zip(0..) {
-            let _ = ack.send(taken.clone().map(|first| first + i));
+            let reserved = taken.clone().map(|first| ReservedNumber {
+                seq: first + i,
+                db: Some(db.clone()),
+            });
+            // A caller that went away drops its number here: filled.
+            let _ = ack.send(reserved);
         }
     }
 }

@@ -249,7 +249,7 @@ impl Vault {
     pub(super) fn event_docs(
         &self,
         meta: &RequestMeta,
-        scope: &Scope,
+        scope: &mut Scope,
         ts: DateTime<Utc>,
     ) -> Vec<EventDoc> {
         let mut docs: Vec<EventDoc> = match (&scope.project, &scope.path) {
@@ -270,7 +270,10 @@ impl Vault {
                 .collect(),
             _ => Vec::new(),
         };
-        let mut reserved = scope.event_numbers.iter().copied();
+        // Claimed: from here the caller stores them, as events or placeholders.
+        let mut reserved = std::mem::take(&mut scope.event_numbers)
+            .into_iter()
+            .map(store::ReservedNumber::claim);
         for (doc, seq) in docs.iter_mut().zip(&mut reserved) {
             doc.seq = seq;
         }

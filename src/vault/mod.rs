@@ -233,7 +233,7 @@ fn count_authentication(meta: &RequestMeta, ok: bool) {
 }
 
 /// What one operation's audit record says: the operation and what it touched.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Scope {
     op: Op,
     secret_id: Option<String>,
@@ -250,7 +250,7 @@ pub struct Scope {
     failure_events: Vec<&'static str>,
     /// Event numbers reserved while the operation ran (see `insert_new`):
     /// its events get them, and any left over is filled with a placeholder.
-    event_numbers: Vec<i64>,
+    event_numbers: Vec<crate::store::events::ReservedNumber>,
 }
 
 impl Scope {
@@ -1041,7 +1041,16 @@ impl Vault {
         events: Vec<EventDoc>,
     ) -> Result<(), StoreError> {
         if !self.limits.audit_enabled || scope.pending.is_some() {
-            self.audit(meta, scope, Outcome::Success, None).await?;
+            if let Err(e) = self.audit(meta, scope, Outcome::Success, None).await {
+                // Not stored: the numbers reserved for them are filled instead.
+                let fill = events
+                    .iter()
+                    .filter(|d| d.seq != 0)
+                    .map(|d| crate::store::events::placeholder(d.seq))
+                    .collect();
+                self.store_events(scope, fill).await;
+                return Err(e);
+            }
             self.store_events(scope, events).await;
             return Ok(());
         }

@@ -285,8 +285,8 @@ impl Vault {
             self.secret_inserts.insert(doc.clone()),
             self.event_numbers.reserve()
         );
-        if let Ok(seq) = reserved {
-            scope.event_numbers.push(seq);
+        if let Ok(reserved) = reserved {
+            scope.event_numbers.push(reserved);
         }
         match inserted {
             Ok(()) => {

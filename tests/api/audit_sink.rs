@@ -13,7 +13,7 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 use secret_manager::store::audit::AuditRecord;
 use secret_manager::store::audit_sink::{AuditSink, BulkWrites};
-use secret_manager::store::events::EventDoc;
+use secret_manager::store::events::{EventDoc, NumberReserve};
 
 use crate::helpers::mongo_uri;
 
@@ -86,6 +86,21 @@ async fn stored_events(db: &Database) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// Waits (up to 10 s) until an event is stored at `seq`.
+async fn wait_for_event(db: &Database, seq: i64) {
+    let events = db.collection::<Document>("events");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while events
+        .find_one(doc! { "_id": seq })
+        .await
+        .expect("find")
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "nothing at {seq}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn records_with_path(db: &Database, path: &str) -> u64 {
     db.collection::<Document>("audit_logs")
         .count_documents(doc! { "path": path })
@@ -122,10 +137,13 @@ async fn a_record_and_its_events_share_one_command_and_a_refused_record_stores_n
         );
         assert_eq!(*started.lock().expect("lock"), commands, "{mode:?}");
 
-        // A record the trail refuses (its id is taken), in a batch with one it keeps.
-        let (refused, kept) = tokio::join!(
+        // A record the trail refuses (its id is taken), between two it keeps, in one batch.
+        started.lock().expect("lock").clear();
+        // (Three records and one event: at most 4 documents, one command.)
+        let (kept, refused, kept2) = tokio::join!(
+            sink.write_with_events(record("kept"), vec![]),
             sink.write_with_events(record("first"), vec![event("refused")]),
-            sink.write_with_events(record("kept"), vec![event("kept")]),
+            sink.write_with_events(record("kept2"), vec![]),
         );
         assert!(
             refused.record.is_err(),
@@ -135,10 +153,34 @@ async fn a_record_and_its_events_share_one_command_and_a_refused_record_stores_n
             refused.events.is_err(),
             "{mode:?}: its event is not stored either"
         );
+        for w in [&kept, &kept2] {
+            assert!(w.record.is_ok() && w.events.is_ok(), "{mode:?}: {w:?}");
+        }
+        let one_batch: &[&str] = match mode {
+            // The event numbered; stopped at the refused record; the rest
+            // (the third record, the refused one's placeholder) again.
+            BulkWrites::Auto => &["findAndModify", "bulkWrite", "bulkWrite"],
+            // Records unordered; the refused one's event never numbered.
+            BulkWrites::Never => &["insert"],
+        };
+        assert_eq!(*started.lock().expect("lock"), one_batch, "{mode:?}");
+
+        // A number reserved while the operation ran, whose record is refused:
+        // a placeholder holds it. One reserved and dropped (a cancelled
+        // request): filled too.
+        let reserve = NumberReserve::spawn(&db);
+        let held = reserve.reserve().await.expect("reserve").claim();
+        let mut late = event("refused-reserved");
+        late.seq = held;
+        let refused = sink.write_with_events(record("first"), vec![late]).await;
         assert!(
-            kept.record.is_ok() && kept.events.is_ok(),
-            "{mode:?}: {kept:?}"
+            refused.record.is_err() && refused.events.is_err(),
+            "{mode:?}"
         );
+        let dropped = reserve.reserve().await.expect("reserve");
+        let dropped_seq = dropped.seq();
+        drop(dropped);
+        wait_for_event(&db, dropped_seq).await;
 
         // A bigger batch: records in one insert, then their events, numbered, in another.
         started.lock().expect("lock").clear();
@@ -164,8 +206,10 @@ async fn a_record_and_its_events_share_one_command_and_a_refused_record_stores_n
             // placeholder, so no reader waits for it.
             paths.push("lost");
         }
+        // The reserved number of the refused record, and the dropped one.
+        paths.extend(["lost", "lost"]);
         paths.extend([
-            "kept", "many-0", "many-1", "many-2", "many-3", "many-4", "many-5", "apart",
+            "many-0", "many-1", "many-2", "many-3", "many-4", "many-5", "apart",
         ]);
         assert_eq!(
             stored_events(&db).await,
@@ -176,7 +220,7 @@ async fn a_record_and_its_events_share_one_command_and_a_refused_record_stores_n
                 .collect::<Vec<_>>(),
             "{mode:?}: numbered in order, without a gap, nothing of the refused one",
         );
-        for path in ["first", "second", "kept", "alone"] {
+        for path in ["first", "second", "kept", "kept2", "alone"] {
             assert_eq!(records_with_path(&db, path).await, 1, "{mode:?}: {path}");
         }
         db.drop().await.expect("drop");
