@@ -127,15 +127,12 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Entry>, bulk: BulkWrites) {
     // Whatever queued while the previous batch was written goes in this one.
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let entries = std::mem::take(&mut batch);
-        let (records, events, acks): (Vec<_>, Vec<_>, Vec<_>) = entries
-            .into_iter()
-            .map(|e| (e.record, e.events, e.ack))
-            .fold((vec![], vec![], vec![]), |mut all, (r, e, a)| {
-                all.0.push(r);
-                all.1.push(e);
-                all.2.push(a);
-                all
-            });
+        let (mut records, mut events, mut acks) = (vec![], vec![], vec![]);
+        for entry in entries {
+            records.push(entry.record);
+            events.push(entry.events);
+            acks.push(entry.ack);
+        }
         let n_events: usize = events.iter().map(Vec::len).sum();
         let n_records = records.iter().filter(|r| r.is_some()).count();
         let small = n_events > 0 && n_records + n_events <= BULK_WRITE_MAX_DOCS;

@@ -6,8 +6,6 @@
 //! document: on the test server a batch of 32 costs about a fifth of the
 //! database CPU per document that 32 single inserts do (docs/BENCHMARKS.md).
 
-use std::time::Duration;
-
 use mongodb::error::ErrorKind;
 use mongodb::options::InsertManyOptions;
 use mongodb::Collection;
@@ -25,10 +23,6 @@ pub enum BatchError {
 }
 
 type Ack = oneshot::Sender<Result<(), BatchError>>;
-
-/// Told of every batch written: its size, how long the insert took, and how
-/// many of its documents failed.
-pub type BatchObserver = fn(usize, Duration, usize);
 
 /// Hands documents to the batching task of one collection. Cheap to clone.
 pub struct GroupCommit<T> {
@@ -48,9 +42,9 @@ const MAX_BATCH: usize = 256;
 
 impl<T: Serialize + Send + Sync + 'static> GroupCommit<T> {
     /// Starts the batching task on the current tokio runtime.
-    pub fn spawn(coll: Collection<T>, observe: Option<BatchObserver>) -> Self {
+    pub fn spawn(coll: Collection<T>) -> Self {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 16);
-        tokio::spawn(run(coll, rx, observe));
+        tokio::spawn(run(coll, rx));
         Self { tx }
     }
 
@@ -68,33 +62,19 @@ impl<T: Serialize + Send + Sync + 'static> GroupCommit<T> {
     }
 }
 
-async fn run<T: Serialize + Send + Sync>(
-    coll: Collection<T>,
-    mut rx: mpsc::Receiver<(T, Ack)>,
-    observe: Option<BatchObserver>,
-) {
+async fn run<T: Serialize + Send + Sync>(coll: Collection<T>, mut rx: mpsc::Receiver<(T, Ack)>) {
     let mut batch: Vec<(T, Ack)> = Vec::with_capacity(MAX_BATCH);
     // Whatever queued while the previous insert was in flight goes in the next one.
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (docs, acks): (Vec<T>, Vec<Ack>) = batch.drain(..).unzip();
         let options = InsertManyOptions::builder().ordered(false).build();
-        let started = std::time::Instant::now();
         let result = coll.insert_many(&docs).with_options(options).await;
-        let took = started.elapsed();
         match result {
-            Ok(_) => {
-                if let Some(observe) = observe {
-                    observe(docs.len(), took, 0);
-                }
-                acks.into_iter().for_each(|a| {
-                    let _ = a.send(Ok(()));
-                })
-            }
+            Ok(_) => acks.into_iter().for_each(|a| {
+                let _ = a.send(Ok(()));
+            }),
             Err(e) => {
                 let failed = failed_documents(&e, docs.len());
-                if let Some(observe) = observe {
-                    observe(docs.len(), took, failed.len());
-                }
                 let shared = StoreError::from(e);
                 for (i, a) in acks.into_iter().enumerate() {
                     let r = match failed.iter().find(|(at, _)| *at == i) {

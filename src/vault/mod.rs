@@ -423,7 +423,7 @@ impl Vault {
             events: tokio::sync::broadcast::channel(events::BACKLOG).0,
             cursor_key,
             audit_sink: AuditSink::spawn(&db),
-            secret_inserts: GroupCommit::spawn(crate::store::secrets::collection(&db), None),
+            secret_inserts: GroupCommit::spawn(crate::store::secrets::collection(&db)),
             event_numbers: crate::store::events::NumberReserve::spawn(&db),
             reads: crate::store::read_batch::ReadBatch::spawn(crate::store::secrets::collection(
                 &db,

@@ -5,7 +5,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures_util::TryStreamExt as _;
 use mongodb::bson::{doc, DateTime, Document};
 use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
@@ -15,7 +14,7 @@ use secret_manager::store::audit::AuditRecord;
 use secret_manager::store::audit_sink::{AuditSink, BulkWrites};
 use secret_manager::store::events::{EventDoc, NumberReserve};
 
-use crate::helpers::mongo_uri;
+use crate::helpers::{mongo_uri, stored_events};
 
 /// A database on its own client, with the name of every command it starts.
 async fn monitored(name: &str) -> (Database, Arc<Mutex<Vec<String>>>) {
@@ -63,27 +62,6 @@ fn event(path: &str) -> EventDoc {
         ts: DateTime::now(),
         actor: "tester".into(),
     }
-}
-
-/// Every stored event as (number, path), in order; a placeholder's path is "lost".
-async fn stored_events(db: &Database) -> Vec<(i64, String)> {
-    db.collection::<Document>("events")
-        .find(doc! {})
-        .sort(doc! { "_id": 1 })
-        .await
-        .expect("find")
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("events")
-        .into_iter()
-        .map(|d| {
-            let n = d.get_i64("_id").expect("number");
-            match d.get_str("kind").expect("kind") {
-                "lost" => (n, "lost".to_string()),
-                _ => (n, d.get_str("path").expect("path").to_string()),
-            }
-        })
-        .collect()
 }
 
 /// Waits (up to 10 s) until an event is stored at `seq`.

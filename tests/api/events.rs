@@ -1133,7 +1133,7 @@ async fn an_event_stored_early_waits_for_the_one_before_and_a_lost_one_is_given_
     let sixth = stream.event().await;
     assert_eq!(summary(&sixth).1, "sixth");
     assert_eq!(
-        event_paths(&a).await.last(),
+        crate::helpers::stored_events(&a.db).await.last(),
         Some(&(6, "sixth".to_string()))
     );
 
@@ -1144,33 +1144,11 @@ async fn an_event_stored_early_waits_for_the_one_before_and_a_lost_one_is_given_
     resumed.quiet_for(Duration::from_millis(300)).await;
 }
 
-/// Every stored event as (number, path), in order.
-async fn event_paths(app: &crate::helpers::TestApp) -> Vec<(i64, String)> {
-    use futures_util::TryStreamExt as _;
-    app.db
-        .collection::<mongodb::bson::Document>("events")
-        .find(mongodb::bson::doc! {})
-        .sort(mongodb::bson::doc! { "_id": 1 })
-        .await
-        .expect("find")
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("events")
-        .into_iter()
-        .map(|d| {
-            (
-                d.get_i64("_id").expect("number"),
-                d.get_str("path").expect("path").to_string(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn two_replicas_writing_at_once_number_every_event_once_without_a_gap() {
     let a = spawn_app_with(&[]).await;
     let b = replica_of(&a, &[]).await;
-    // Both writers know number 1 is stored, so both race for the next ones.
+    // Both replicas have written, then write at once: numbers from the one counter.
     put(&a, "ops", "a-0", "v").await;
     put(&b, "ops", "b-0", "v").await;
     let writes = (1..=40).flat_map(|i| {
@@ -1179,7 +1157,7 @@ async fn two_replicas_writing_at_once_number_every_event_once_without_a_gap() {
     });
     futures_util::future::join_all(writes).await;
 
-    let stored = event_paths(&a).await;
+    let stored = crate::helpers::stored_events(&a.db).await;
     let numbers: Vec<i64> = stored.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         numbers,

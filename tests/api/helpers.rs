@@ -400,3 +400,25 @@ pub async fn call(
     }
     TestApp::send(req).await
 }
+
+/// Every stored event as (number, path), in order; a placeholder's path is "lost".
+pub async fn stored_events(db: &Database) -> Vec<(i64, String)> {
+    use futures_util::TryStreamExt as _;
+    db.collection::<Document>("events")
+        .find(mongodb::bson::doc! {})
+        .sort(mongodb::bson::doc! { "_id": 1 })
+        .await
+        .expect("find")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|d| {
+            let n = d.get_i64("_id").expect("number");
+            match d.get_str("kind").expect("kind") {
+                "lost" => (n, "lost".to_string()),
+                _ => (n, d.get_str("path").expect("path").to_string()),
+            }
+        })
+        .collect()
+}
