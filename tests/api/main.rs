@@ -38,3 +38,4 @@ mod service_tokens;
 mod stubs;
 mod tls;
 mod tutorial;
+mod worker_threads;
