@@ -58,9 +58,7 @@ impl Application {
         // Before connecting: the driver's command timings are metrics too.
         crate::metrics::set_enabled(config.http.metrics_enabled);
         crate::metrics::set_db_commands(config.http.metrics_db_commands);
-        let connector = store::Connector::new(&config.store).await?;
-        let db = connector.open()?;
-        store::ping(&db).await?;
+        let db = store::connect(&config.store).await?;
         store::ensure_indexes(&db, config.audit_ttl_days).await?;
         store::events::ensure_indexes(&db, config.events.retention).await?;
         let keyring = Keyring::open(
@@ -131,7 +129,7 @@ impl Application {
         };
         let event_ender = state.vault.event_stream_ender();
         let https = tls.is_some();
-        let server = run(listener, state, connector, tls, &config)?;
+        let server = run(listener, state, tls, &config)?;
         let grpc_port = grpc.as_ref().map(|g| g.port);
         tracing::info!(port, ?grpc_port, https, key_id = %config.master_key.key_id(), "secret-manager listening");
         Ok(Self {
@@ -238,7 +236,6 @@ fn grpc_tls(files: &TlsFiles) -> Result<crate::grpc::GrpcTls, StartupError> {
 fn run(
     listener: TcpListener,
     state: web::Data<AppState>,
-    connector: store::Connector,
     tls: Option<rustls::ServerConfig>,
     config: &Config,
 ) -> Result<Server, StartupError> {
@@ -247,7 +244,7 @@ fn run(
         let (app, spec) = App::new()
             .into_utoipa_app()
             .openapi(api::openapi::ApiDoc::openapi())
-            .app_data(on_this_thread(&state, &connector))
+            .app_data(state.clone())
             .app_data(api::query_config())
             .app_data(api::path_config())
             .configure(api::health::configure)
@@ -290,28 +287,6 @@ fn run(
     .map_err(|source| StartupError::Bind { addr, source })?
     .run();
     Ok(server)
-}
-
-/// The state of one HTTP worker thread: the vault with a client and batching
-/// tasks of its own, on this thread (see `Vault::on_this_thread`). Runs in the
-/// worker as it starts; if the client cannot be opened (it was, once, with the
-/// same settings), the worker shares the main thread's.
-fn on_this_thread(
-    state: &web::Data<AppState>,
-    connector: &store::Connector,
-) -> web::Data<AppState> {
-    match connector.open() {
-        Ok(db) => web::Data::new(AppState {
-            vault: state.vault.on_this_thread(db),
-            max_body_bytes: state.max_body_bytes,
-            proxies: state.proxies.clone(),
-            metrics_token: state.metrics_token.clone(),
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot open a client for this worker; it shares the main one");
-            state.clone()
-        }
-    }
 }
 
 /// Reads the PEM certificate chain and private key. Errors name the variable and

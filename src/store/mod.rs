@@ -118,63 +118,38 @@ pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 /// Connects with short timeouts and the configured write concern (journaled),
 /// and checks the server answers.
 pub async fn connect(settings: &StoreSettings) -> Result<Database, StoreError> {
-    let db = Connector::new(settings).await?.open()?;
+    let mut options = ClientOptions::parse(settings.uri.expose_secret())
+        .await
+        .map_err(|e| StoreError::Other(format!("`MONGO_URI` could not be parsed: {}", e.kind)))?;
+    options.app_name = Some("secret-manager".into());
+    options.server_selection_timeout = Some(settings.timeout);
+    options.connect_timeout = Some(settings.timeout);
+    options.max_pool_size = Some(settings.max_pool_size);
+    options.write_concern = Some(settings.write_concern.write_concern());
+    if crate::metrics::db_commands() {
+        // Opt-in (`METRICS_DB_COMMANDS`): the driver copies every command and
+        // reply into its events, which cost ~20% of a request's CPU here
+        // (docs/BENCHMARKS.md). Only the name and the time are kept; the driver's copy of the
+        // command and reply (ciphertexts, never a plaintext) is dropped at once.
+        options.command_event_handler = Some(mongodb::event::EventHandler::callback(
+            |event: mongodb::event::command::CommandEvent| {
+                use mongodb::event::command::CommandEvent;
+                match event {
+                    CommandEvent::Succeeded(e) => {
+                        crate::metrics::db_command(&e.command_name, true, e.duration)
+                    }
+                    CommandEvent::Failed(e) => {
+                        crate::metrics::db_command(&e.command_name, false, e.duration)
+                    }
+                    _ => {}
+                }
+            },
+        ));
+    }
+    let client = Client::with_options(options)?;
+    let db = client.database(&settings.db);
     ping(&db).await?;
     Ok(db)
-}
-
-/// Opens clients with the settings of `MONGO_URI` and the `MONGO_*` variables.
-/// A client runs its connection pool on the runtime it is opened on, so each
-/// HTTP worker thread opens its own (see `startup`): a request's database
-/// commands then never wait for another thread to hand over a connection.
-#[derive(Clone)]
-pub struct Connector {
-    options: ClientOptions,
-    db: String,
-}
-
-impl Connector {
-    pub async fn new(settings: &StoreSettings) -> Result<Self, StoreError> {
-        let mut options = ClientOptions::parse(settings.uri.expose_secret())
-            .await
-            .map_err(|e| {
-                StoreError::Other(format!("`MONGO_URI` could not be parsed: {}", e.kind))
-            })?;
-        options.app_name = Some("secret-manager".into());
-        options.server_selection_timeout = Some(settings.timeout);
-        options.connect_timeout = Some(settings.timeout);
-        options.max_pool_size = Some(settings.max_pool_size);
-        options.write_concern = Some(settings.write_concern.write_concern());
-        if crate::metrics::db_commands() {
-            // Opt-in (`METRICS_DB_COMMANDS`): the driver copies every command and
-            // reply into its events, which cost ~20% of a request's CPU here
-            // (docs/BENCHMARKS.md). Only the name and the time are kept; the driver's copy of the
-            // command and reply (ciphertexts, never a plaintext) is dropped at once.
-            options.command_event_handler = Some(mongodb::event::EventHandler::callback(
-                |event: mongodb::event::command::CommandEvent| {
-                    use mongodb::event::command::CommandEvent;
-                    match event {
-                        CommandEvent::Succeeded(e) => {
-                            crate::metrics::db_command(&e.command_name, true, e.duration)
-                        }
-                        CommandEvent::Failed(e) => {
-                            crate::metrics::db_command(&e.command_name, false, e.duration)
-                        }
-                        _ => {}
-                    }
-                },
-            ));
-        }
-        Ok(Self {
-            options,
-            db: settings.db.clone(),
-        })
-    }
-
-    /// A new client (its own pool, on the current runtime) and the database.
-    pub fn open(&self) -> Result<Database, StoreError> {
-        Ok(Client::with_options(self.options.clone())?.database(&self.db))
-    }
 }
 
 pub async fn ping(db: &Database) -> Result<(), StoreError> {

@@ -287,7 +287,7 @@ impl Vault {
         if docs.is_empty() {
             return;
         }
-        if let Err(e) = self.lanes.audit_sink.write_events(docs).await {
+        if let Err(e) = self.audit_sink.write_events(docs).await {
             events_lost(&e, &scope.events);
         }
     }

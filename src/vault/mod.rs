@@ -331,10 +331,14 @@ pub type AuditPublisher = Box<dyn Fn(Vec<u8>) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Vault {
-    /// The client this vault's requests use, and its batching writers and
-    /// readers: one set per HTTP worker thread (see `on_this_thread`).
     db: Database,
-    lanes: Lanes,
+    audit_sink: AuditSink,
+    /// Group-commits new secrets (creates), like the audit records.
+    secret_inserts: GroupCommit<crate::store::secrets::SecretDoc>,
+    /// Reserves change events' numbers ahead of the events (creates).
+    event_numbers: crate::store::events::NumberReserve,
+    /// Coalesces concurrent point reads into one query (see `store::read_batch`).
+    reads: crate::store::read_batch::ReadBatch,
     keyring: Arc<Keyring>,
     registry: Arc<ServiceRegistry>,
     policies: Arc<policies::LivePolicies>,
@@ -358,32 +362,6 @@ pub struct Vault {
     event_id_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
     /// Rotation settings and the receivers' HTTP client (see `rotation`).
     rotation: Arc<rotation::RotationState>,
-}
-
-/// The tasks that batch one client's writes and reads. They run on the
-/// runtime that spawned them, with the client's connection pool.
-#[derive(Clone)]
-struct Lanes {
-    audit_sink: AuditSink,
-    /// Group-commits new secrets (creates), like the audit records.
-    secret_inserts: GroupCommit<crate::store::secrets::SecretDoc>,
-    /// Reserves change events' numbers ahead of the events (creates).
-    event_numbers: crate::store::events::NumberReserve,
-    /// Coalesces concurrent point reads into one query (see `store::read_batch`).
-    reads: crate::store::read_batch::ReadBatch,
-}
-
-impl Lanes {
-    fn spawn(db: &Database) -> Self {
-        Self {
-            audit_sink: AuditSink::spawn(db),
-            secret_inserts: GroupCommit::spawn(crate::store::secrets::collection(db)),
-            event_numbers: crate::store::events::NumberReserve::spawn(db),
-            reads: crate::store::read_batch::ReadBatch::spawn(crate::store::secrets::collection(
-                db,
-            )),
-        }
-    }
 }
 
 /// A value handed in by a caller: text or base64 (exactly one).
@@ -444,7 +422,12 @@ impl Vault {
             event_id_key,
             events: tokio::sync::broadcast::channel(events::BACKLOG).0,
             cursor_key,
-            lanes: Lanes::spawn(&db),
+            audit_sink: AuditSink::spawn(&db),
+            secret_inserts: GroupCommit::spawn(crate::store::secrets::collection(&db)),
+            event_numbers: crate::store::events::NumberReserve::spawn(&db),
+            reads: crate::store::read_batch::ReadBatch::spawn(crate::store::secrets::collection(
+                &db,
+            )),
             db,
             keyring,
             registry: Arc::new(registry),
@@ -458,20 +441,6 @@ impl Vault {
             alerts: Arc::new(alerts::Alerts::new(Default::default())),
             rotation: Arc::new(rotation::RotationState::new(Default::default())),
         })
-    }
-
-    /// The same vault with its own client (`db`, opened on this thread) and
-    /// its own batching tasks, spawned on this thread's runtime. Each HTTP
-    /// worker thread gets one: a request's commands, the batches it joins and
-    /// the pool that hands out connections then all run on the thread that
-    /// serves it, instead of waking the main thread and waiting for it twice
-    /// per command. Everything else (keyring, policies, limiter, event hub)
-    /// stays shared.
-    pub fn on_this_thread(&self, db: Database) -> Self {
-        let mut vault = self.clone();
-        vault.lanes = Lanes::spawn(&db);
-        vault.db = db;
-        vault
     }
 
     /// Registration limits for self-registered service tokens.
@@ -1105,13 +1074,9 @@ impl Vault {
             .get()
             .map(|_| serde_json::to_vec(&record));
         let written = if events.is_empty() {
-            self.lanes.audit_sink.write(record).await
+            self.audit_sink.write(record).await
         } else {
-            let written = self
-                .lanes
-                .audit_sink
-                .write_with_events(record, events)
-                .await;
+            let written = self.audit_sink.write_with_events(record, events).await;
             if let (Ok(()), Err(e)) = (&written.record, &written.events) {
                 event_stream::events_lost(e, kinds);
             }

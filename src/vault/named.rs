@@ -282,8 +282,8 @@ impl Vault {
         // The event's number is taken while the document is inserted, so the
         // audit record and the event can go in one command afterwards.
         let (inserted, reserved) = tokio::join!(
-            self.lanes.secret_inserts.insert(doc.clone()),
-            self.lanes.event_numbers.reserve()
+            self.secret_inserts.insert(doc.clone()),
+            self.event_numbers.reserve()
         );
         if let Ok(reserved) = reserved {
             scope.event_numbers.push(reserved);
@@ -456,8 +456,7 @@ impl Vault {
                 project: key.project(),
                 path: key.path(),
             };
-            let Some(found) = secrets::find_live(self.db(), &self.lanes.reads, at, version).await?
-            else {
+            let Some(found) = secrets::find_live(self.db(), &self.reads, at, version).await? else {
                 if version.is_none() {
                     self.stub(meta, key, description).await;
                 }
@@ -565,7 +564,7 @@ impl Vault {
                 project: key.project(),
                 path: key.path(),
             };
-            let mut read = secrets::find_live(self.db(), &self.lanes.reads, at, None).await?;
+            let mut read = secrets::find_live(self.db(), &self.reads, at, None).await?;
             if read.is_none() {
                 scope.op(Op::Create);
             }
@@ -634,7 +633,7 @@ impl Vault {
         for attempt in 0..CAS_ATTEMPTS {
             let current = match read.take() {
                 Some(current) => current,
-                None => match secrets::find_live(self.db(), &self.lanes.reads, at, None).await? {
+                None => match secrets::find_live(self.db(), &self.reads, at, None).await? {
                     Some(current) => current,
                     None => return Ok(None),
                 },

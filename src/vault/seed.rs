@@ -37,7 +37,7 @@ impl Vault {
         self.run(Op::Fetch, meta, async |scope| {
             let id = parse_secret_id(secret_id)?;
             scope.secret_id(&id);
-            let found = secrets::find_live(self.db(), &self.lanes.reads, Locator::Id(&id), None)
+            let found = secrets::find_live(self.db(), &self.reads, Locator::Id(&id), None)
                 .await?
                 .ok_or_else(|| {
                     ApiError::new(ErrorCode::SecretNotFound, "no secret with that id")

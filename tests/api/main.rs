@@ -38,4 +38,3 @@ mod service_tokens;
 mod stubs;
 mod tls;
 mod tutorial;
-mod worker_threads;
