@@ -10,7 +10,8 @@
 # medians of the rate, p50 and p99, the ratio B/A, and each replica's own CPU
 # time per request and the database's over its runs (from /proc: less
 # sensitive to other load than the rate). Loopback only; every run is bounded
-# by DURATION_SECS. Writes Markdown to stdout.
+# by DURATION_SECS. Writes Markdown to stdout. TRANSPORT (default http, the
+# seed API) picks the harness's `--transport`: `update` needs `http-named`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,7 @@ DURATION=${3:-5}
 ROUNDS=${4:-5}
 CONCURRENCIES=${5:-64 1}
 MODES=${6:-create fetch}
+TRANSPORT=${TRANSPORT:-http}
 export CLUSTER_DIR="${TMPDIR:-/tmp}/secret-manager-bench-ab.$$"
 export LB_PORT=${LB_PORT:-18000} BASE_PORT=${BASE_PORT:-18101}
 
@@ -39,7 +41,7 @@ run() { # port pid mode concurrency -> "svc-ticks db-ticks JSON"
   local s0 d0 line
   s0=$(ticks "$2"); d0=$(ticks "$db_pid")
   line=$(VAULT_TOKEN="$TOKEN_bench" "$BIN_A" bench --url "http://127.0.0.1:$1" --service bench \
-    --mode "$3" --concurrency "$4" --duration "$DURATION" --json)
+    --transport "$TRANSPORT" --mode "$3" --concurrency "$4" --duration "$DURATION" --json)
   echo "$(($(ticks "$2") - s0)) $(($(ticks "$db_pid") - d0)) $line"
 }
 

@@ -652,7 +652,8 @@ impl Vault {
             scope.version(Some(next));
             let version =
                 self.seal_version(RecordRef::of(&current), next, plaintext, meta.actor())?;
-            self.pending(meta, scope).await?;
+            // Again on every attempt: taken after this attempt's read.
+            let reserved = self.pending_with_number(meta, scope).await?;
             let max_versions = self.limits().max_versions;
             let (set, unset) = metadata.update();
             if secrets::append_version(
@@ -667,6 +668,7 @@ impl Vault {
             )
             .await?
             {
+                scope.event_numbers.extend(reserved);
                 scope.event("secret_updated");
                 let (description, tags, kind) =
                     metadata.apply(current.description, current.tags, current.kind);
@@ -704,6 +706,25 @@ impl Vault {
         ))
     }
 
+    /// Writes the operation's `pending` record (see `Vault::pending`) and
+    /// meanwhile reserves the number of the event its change will publish.
+    /// Taken before the change, so whoever changes the same secret next
+    /// (having read this change) takes a higher number: a secret's events run
+    /// in the order of its changes, across replicas. A number the operation
+    /// does not use (its change lost a race, or failed) is filled with a
+    /// placeholder; none (the counter could not be reached) leaves the event
+    /// to be numbered when it is stored.
+    async fn pending_with_number(
+        &self,
+        meta: &RequestMeta,
+        scope: &mut Scope,
+    ) -> Result<Option<crate::store::events::ReservedNumber>, ApiError> {
+        let (pending, reserved) =
+            tokio::join!(self.pending(meta, scope), self.event_numbers.reserve());
+        pending?;
+        Ok(reserved.ok())
+    }
+
     pub async fn delete(&self, meta: &RequestMeta, key: &SecretKey) -> Result<(), ApiError> {
         self.run(Op::Delete, meta, async |scope| {
             scope.key(key);
@@ -712,11 +733,12 @@ impl Vault {
             let purge_at = BsonDateTime::from_millis(
                 BsonDateTime::now().timestamp_millis() + days * 86_400_000,
             );
-            self.pending(meta, scope).await?;
+            let reserved = self.pending_with_number(meta, scope).await?;
             let id = secrets::soft_delete(self.db(), key.project(), key.path(), purge_at)
                 .await?
                 .ok_or_else(not_found)?;
             scope.secret_id(&id);
+            scope.event_numbers.extend(reserved);
             scope.event("secret_deleted");
             Ok(())
         })
@@ -727,7 +749,7 @@ impl Vault {
         self.run(Op::Restore, meta, async |scope| {
             scope.key(key);
             self.require_on(meta, Action::Delete, key)?;
-            self.pending(meta, scope).await?;
+            let reserved = self.pending_with_number(meta, scope).await?;
             let id = secrets::restore(self.db(), key.project(), key.path())
                 .await?
                 .ok_or_else(|| {
@@ -737,6 +759,7 @@ impl Vault {
                     )
                 })?;
             scope.secret_id(&id);
+            scope.event_numbers.extend(reserved);
             scope.event("secret_restored");
             Ok(())
         })

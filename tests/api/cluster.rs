@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::helpers::{free_port, mongo_uri, unique_db_name};
+use crate::helpers::{mongo_uri, unique_db_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_secret-manager");
 const TOKEN: &str = "cluster-test-token-5f1a9e";
@@ -24,21 +24,34 @@ struct Cluster {
     base: u16,
 }
 
+/// The first of `n` consecutive free ports below the ephemeral range (which
+/// the kernel hands out to outgoing connections and `bind(0)`).
+fn unassigned_ports(n: usize) -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let n = u16::try_from(n).expect("a few ports");
+    loop {
+        let high = ephemeral_low.saturating_sub(n).max(10_001);
+        let first = rand::Rng::gen_range(&mut rand::thread_rng(), 10_000..high);
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
+            return first;
+        }
+    }
+}
+
 impl Cluster {
     fn up(n: usize, mongo: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        // Consecutive free ports for the replicas.
-        let base = loop {
-            let p = free_port();
-            if p < 60_000
-                && (1..n as u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
-            {
-                break p;
-            }
-        };
+        // The replicas' consecutive ports, and the balancer's, are bound by
+        // the script later: taken below the kernel's ephemeral range, so no
+        // other test's outgoing connection can take them in between.
+        let ports = unassigned_ports(n + 1);
+        let base = ports + 1;
         let envs = vec![
             ("CLUSTER_DIR".to_string(), dir.path().display().to_string()),
-            ("LB_PORT".into(), free_port().to_string()),
+            ("LB_PORT".into(), ports.to_string()),
             ("BASE_PORT".into(), base.to_string()),
             ("BIN".into(), BIN.into()),
             ("MONGO_URI".into(), mongo.into()),

@@ -1176,6 +1176,64 @@ async fn two_replicas_writing_at_once_number_every_event_once_without_a_gap() {
     assert_eq!(placeholders, 0, "no number left unused");
 }
 
+/// Blind updates of one secret racing through two replicas: each update's
+/// event number is taken before its change, so the events run in version
+/// order; a number taken by an attempt that lost its race holds a
+/// placeholder, so the sequence has no gap.
+#[tokio::test]
+async fn racing_updates_of_one_secret_are_numbered_in_version_order_without_a_gap() {
+    use futures_util::TryStreamExt as _;
+    let a = spawn_app_with(&[]).await;
+    let b = replica_of(&a, &[]).await;
+    put(&a, "ops", "hot", "v0").await;
+    let updates = (1..=16).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        async move { patch(app, "ops", "hot", &format!("v{i}")).await }
+    });
+    futures_util::future::join_all(updates).await;
+
+    // Lost attempts' numbers are filled in the background: wait for them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let stored = crate::helpers::stored_events(&a.db).await;
+        let contiguous = stored.iter().map(|(n, _)| *n).eq(1..=stored.len() as i64);
+        if contiguous || tokio::time::Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let numbers: Vec<i64> = stored.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        (1..=stored.len() as i64).collect::<Vec<_>>(),
+        "no gap"
+    );
+
+    let updated: Vec<(i64, i64)> =
+        a.db.collection::<mongodb::bson::Document>("events")
+            .find(mongodb::bson::doc! { "kind": "secret_updated" })
+            .sort(mongodb::bson::doc! { "_id": 1 })
+            .await
+            .expect("find")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("events")
+            .iter()
+            .map(|e| {
+                (
+                    e.get_i64("_id").expect("number"),
+                    e.get_i64("version").expect("version"),
+                )
+            })
+            .collect();
+    let versions: Vec<i64> = updated.iter().map(|(_, v)| *v).collect();
+    assert_eq!(
+        versions,
+        (2..=17).collect::<Vec<_>>(),
+        "one event per update, in version order: {updated:?}"
+    );
+}
+
 async fn events_ttl(app: &crate::helpers::TestApp) -> Option<i64> {
     use futures_util::TryStreamExt as _;
     let indexes: Vec<mongodb::IndexModel> = app
