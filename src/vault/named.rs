@@ -714,7 +714,7 @@ impl Vault {
     /// does not use (its change lost a race, or failed) is filled with a
     /// placeholder; none (the counter could not be reached) leaves the event
     /// to be numbered when it is stored.
-    async fn pending_with_number(
+    pub(super) async fn pending_with_number(
         &self,
         meta: &RequestMeta,
         scope: &mut Scope,

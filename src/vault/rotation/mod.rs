@@ -772,7 +772,7 @@ impl Vault {
             scope.key(job.key);
             scope.secret_id(job.id);
             scope.version(Some(next));
-            self.pending(meta, scope).await?;
+            let reserved = self.pending_with_number(meta, scope).await?;
             let staged_ok = store::stage(
                 self.db(),
                 store::Stage {
@@ -793,6 +793,7 @@ impl Vault {
                     "the secret changed (or a newer scheduler acted) before the pending version was written",
                 ));
             }
+            scope.event_numbers.extend(reserved);
             scope.event("secret_pending");
             Ok(())
         })
@@ -829,7 +830,7 @@ impl Vault {
                 scope.key(job.key);
                 scope.secret_id(job.id);
                 scope.version(Some(next));
-                self.pending(meta, scope).await?;
+                let reserved = self.pending_with_number(meta, scope).await?;
                 if !store::promote(self.db(), job.id, base, next, epoch, meta.actor(), expires_at)
                     .await?
                 {
@@ -838,6 +839,7 @@ impl Vault {
                         "the secret changed (or a newer scheduler acted) before the pending version was promoted",
                     ));
                 }
+                scope.event_numbers.extend(reserved);
                 scope.event("secret_promoted");
                 Ok(())
             })
@@ -862,7 +864,7 @@ impl Vault {
                         scope.key(job.key);
                         scope.secret_id(job.id);
                         scope.version(Some(base));
-                        self.pending(meta, scope).await?;
+                        let reserved = self.pending_with_number(meta, scope).await?;
                         if !store::rollback(self.db(), job.id, next, base, epoch, meta.actor())
                             .await?
                         {
@@ -871,6 +873,7 @@ impl Vault {
                                 "the secret changed after the promotion; not rolled back",
                             ));
                         }
+                        scope.event_numbers.extend(reserved);
                         scope.event("secret_rolled_back");
                         Ok(())
                     })
