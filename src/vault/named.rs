@@ -336,8 +336,11 @@ impl Vault {
         filled.kind = doc.kind;
         scope.secret_id(&stub_id);
         scope.version(Some(1));
-        self.pending(meta, scope).await?;
+        // Two events: the insert above reserved the first one's number, this
+        // the second's, both before the change.
+        let reserved = self.pending_with_number(meta, scope).await?;
         if secrets::fill_stub(self.db(), &stub_id, &filled).await? {
+            scope.event_numbers.extend(reserved);
             scope.event("stub_filled");
             scope.event("secret_created");
             Ok(filled)

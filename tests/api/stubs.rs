@@ -235,4 +235,52 @@ async fn an_ordinary_create_or_patch_fills_a_stub() {
     )
     .await
     .assert_error(409, "secret_exists");
+
+    // Each path's events in the order of its changes, numbered without a
+    // gap once the numbers the refused inserts and the conflict reserved are
+    // filled (in the background).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let events = loop {
+        let events: Vec<Document> = app
+            .db
+            .collection::<Document>("events")
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .expect("find")
+            .try_collect()
+            .await
+            .expect("events");
+        let contiguous = events
+            .iter()
+            .map(|e| e.get_i64("_id").expect("number"))
+            .eq(1..=events.len() as i64);
+        if contiguous || tokio::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let numbers: Vec<i64> = events
+        .iter()
+        .map(|e| e.get_i64("_id").expect("number"))
+        .collect();
+    assert_eq!(
+        numbers,
+        (1..=events.len() as i64).collect::<Vec<_>>(),
+        "no gap"
+    );
+    let of = |path: &str| -> Vec<&str> {
+        events
+            .iter()
+            .filter(|e| e.get_str("path") == Ok(path))
+            .map(|e| e.get_str("kind").expect("kind"))
+            .collect()
+    };
+    for path in ["prod/a", "prod/b"] {
+        assert_eq!(
+            of(path),
+            ["stub_created", "stub_filled", "secret_created"],
+            "{path}"
+        );
+    }
 }
