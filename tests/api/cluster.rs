@@ -2,7 +2,7 @@
 //! killed under load, the database stopped and restarted under load.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -245,31 +245,15 @@ async fn killing_a_replica_under_load_loses_no_acknowledged_write() {
 
 #[tokio::test]
 async fn a_database_outage_under_load_gives_503s_then_full_service() {
-    let db_dir = tempfile::tempdir().expect("tempdir");
-    let db = |action: &str| {
-        let out = Command::new("scripts/db.sh")
-            .args([action, db_dir.path().to_str().expect("utf8")])
-            .env_remove("MONGO_URI")
-            .output()
-            .expect("db.sh");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_string()
-    };
-    let uri = db("start");
+    // Stopped when dropped, also when an assertion fails.
+    let (db, uri) = crate::database::OwnDatabase::start();
     let cluster = Cluster::up(2, &uri);
     let until = Instant::now() + Duration::from_secs(9);
     let load_task = tokio::spawn(load(cluster.url(), until, 4));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    db("stop");
+    db.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(db("start"), uri, "same address");
+    assert_eq!(db.restart(), uri, "same address");
     let restarted = Instant::now();
     let (acked, failures) = load_task.await.expect("load");
 
@@ -292,6 +276,4 @@ async fn a_database_outage_under_load_gives_503s_then_full_service() {
     );
     assert_all_readable(&cluster.url(), &acked).await;
     drop(cluster);
-    db("stop");
-    let _: PathBuf = db_dir.path().to_path_buf();
 }
