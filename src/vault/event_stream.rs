@@ -20,7 +20,9 @@
 //! per replica, shared by all its streams) publishes events strictly in
 //! sequence: after a gap it waits for the missing number (polling faster) and
 //! gives up on it only after [`GAP_TIMEOUT`] (its writer died between the two
-//! steps; logged). Everything up to the follower's *watermark* is therefore
+//! steps; logged). A change to an existing secret takes its number before
+//! the change (`Vault::pending_with_number`), so one secret's changes are
+//! numbered in the order they happened. Everything up to the follower's *watermark* is therefore
 //! settled, and a resume token (`Last-Event-ID`) names one sequence number:
 //! resuming sends exactly the events after it, in order, none twice. A write
 //! through this replica wakes the follower at once (the in-process broadcast);

@@ -248,7 +248,8 @@ pub struct Scope {
     events: Vec<&'static str>,
     /// Published once the record of a failed operation is stored (`rotation_failed`).
     failure_events: Vec<&'static str>,
-    /// Event numbers reserved while the operation ran (see `insert_new`):
+    /// Event numbers reserved while the operation ran (see `insert_new` and
+    /// `pending_with_number`):
     /// its events get them, and any left over is filled with a placeholder.
     event_numbers: Vec<crate::store::events::ReservedNumber>,
 }
@@ -335,7 +336,8 @@ pub struct Vault {
     audit_sink: AuditSink,
     /// Group-commits new secrets (creates), like the audit records.
     secret_inserts: GroupCommit<crate::store::secrets::SecretDoc>,
-    /// Reserves change events' numbers ahead of the events (creates).
+    /// Reserves change events' numbers ahead of the events (creates, and the
+    /// changes that write a `pending` record first: `pending_with_number`).
     event_numbers: crate::store::events::NumberReserve,
     /// Coalesces concurrent point reads into one query (see `store::read_batch`).
     reads: crate::store::read_batch::ReadBatch,

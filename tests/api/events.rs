@@ -1182,7 +1182,6 @@ async fn two_replicas_writing_at_once_number_every_event_once_without_a_gap() {
 /// placeholder, so the sequence has no gap.
 #[tokio::test]
 async fn racing_updates_of_one_secret_are_numbered_in_version_order_without_a_gap() {
-    use futures_util::TryStreamExt as _;
     let a = spawn_app_with(&[]).await;
     let b = replica_of(&a, &[]).await;
     put(&a, "ops", "hot", "v0").await;
@@ -1193,39 +1192,17 @@ async fn racing_updates_of_one_secret_are_numbered_in_version_order_without_a_ga
     futures_util::future::join_all(updates).await;
 
     // Lost attempts' numbers are filled in the background: wait for them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let stored = loop {
-        let stored = crate::helpers::stored_events(&a.db).await;
-        let contiguous = stored.iter().map(|(n, _)| *n).eq(1..=stored.len() as i64);
-        if contiguous || tokio::time::Instant::now() > deadline {
-            break stored;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let numbers: Vec<i64> = stored.iter().map(|(n, _)| *n).collect();
-    assert_eq!(
-        numbers,
-        (1..=stored.len() as i64).collect::<Vec<_>>(),
-        "no gap"
-    );
-
-    let updated: Vec<(i64, i64)> =
-        a.db.collection::<mongodb::bson::Document>("events")
-            .find(mongodb::bson::doc! { "kind": "secret_updated" })
-            .sort(mongodb::bson::doc! { "_id": 1 })
-            .await
-            .expect("find")
-            .try_collect::<Vec<_>>()
-            .await
-            .expect("events")
-            .iter()
-            .map(|e| {
-                (
-                    e.get_i64("_id").expect("number"),
-                    e.get_i64("version").expect("version"),
-                )
-            })
-            .collect();
+    let updated: Vec<(i64, i64)> = crate::helpers::settled_event_docs(&a.db)
+        .await
+        .iter()
+        .filter(|e| e.get_str("kind") == Ok("secret_updated"))
+        .map(|e| {
+            (
+                e.get_i64("_id").expect("number"),
+                e.get_i64("version").expect("version"),
+            )
+        })
+        .collect();
     let versions: Vec<i64> = updated.iter().map(|(_, v)| *v).collect();
     assert_eq!(
         versions,
@@ -1387,15 +1364,7 @@ async fn a_refused_create_has_one_record_and_no_event() {
     // Nothing for the refused create: the number it reserved while its
     // insert ran holds a placeholder (which no stream delivers), so readers
     // do not wait for it.
-    let events: Vec<mongodb::bson::Document> =
-        a.db.collection::<mongodb::bson::Document>("events")
-            .find(mongodb::bson::doc! {})
-            .sort(mongodb::bson::doc! { "_id": 1 })
-            .await
-            .expect("find")
-            .try_collect()
-            .await
-            .expect("events");
+    let events = crate::helpers::event_docs(&a.db).await;
     let seen: Vec<(i64, &str, &str)> = events
         .iter()
         .map(|e| {

@@ -401,8 +401,8 @@ pub async fn call(
     TestApp::send(req).await
 }
 
-/// Every stored event as (number, path), in order; a placeholder's path is "lost".
-pub async fn stored_events(db: &Database) -> Vec<(i64, String)> {
+/// Every stored event document, in number order.
+pub async fn event_docs(db: &Database) -> Vec<Document> {
     use futures_util::TryStreamExt as _;
     db.collection::<Document>("events")
         .find(mongodb::bson::doc! {})
@@ -412,6 +412,12 @@ pub async fn stored_events(db: &Database) -> Vec<(i64, String)> {
         .try_collect::<Vec<_>>()
         .await
         .expect("events")
+}
+
+/// Every stored event as (number, path), in order; a placeholder's path is "lost".
+pub async fn stored_events(db: &Database) -> Vec<(i64, String)> {
+    event_docs(db)
+        .await
         .into_iter()
         .map(|d| {
             let n = d.get_i64("_id").expect("number");
@@ -421,4 +427,29 @@ pub async fn stored_events(db: &Database) -> Vec<(i64, String)> {
             }
         })
         .collect()
+}
+
+/// The stored events once their numbers run from 1 without a gap (numbers
+/// reserved and not used are filled in the background); fails if they do
+/// not within 10 s.
+pub async fn settled_event_docs(db: &Database) -> Vec<Document> {
+    let numbers = |docs: &[Document]| -> Vec<i64> {
+        docs.iter()
+            .map(|d| d.get_i64("_id").expect("number"))
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let docs = event_docs(db).await;
+        let gapless = (1..=docs.len() as i64).collect::<Vec<_>>();
+        if numbers(&docs) == gapless {
+            return docs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "event numbers still have a gap: {:?}",
+            numbers(&docs)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

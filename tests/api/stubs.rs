@@ -239,36 +239,7 @@ async fn an_ordinary_create_or_patch_fills_a_stub() {
     // Each path's events in the order of its changes, numbered without a
     // gap once the numbers the refused inserts and the conflict reserved are
     // filled (in the background).
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let events = loop {
-        let events: Vec<Document> = app
-            .db
-            .collection::<Document>("events")
-            .find(doc! {})
-            .sort(doc! { "_id": 1 })
-            .await
-            .expect("find")
-            .try_collect()
-            .await
-            .expect("events");
-        let contiguous = events
-            .iter()
-            .map(|e| e.get_i64("_id").expect("number"))
-            .eq(1..=events.len() as i64);
-        if contiguous || tokio::time::Instant::now() > deadline {
-            break events;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    let numbers: Vec<i64> = events
-        .iter()
-        .map(|e| e.get_i64("_id").expect("number"))
-        .collect();
-    assert_eq!(
-        numbers,
-        (1..=events.len() as i64).collect::<Vec<_>>(),
-        "no gap"
-    );
+    let events = crate::helpers::settled_event_docs(&app.db).await;
     let of = |path: &str| -> Vec<&str> {
         events
             .iter()
